@@ -1,0 +1,169 @@
+//! LiteLLM connection settings: the proxy URL and the master key that manages its keys.
+//!
+//! The master key is stored per URL under `connection/<url hash>`, apart from the current
+//! `config` record. A lease records the URL that minted its key, so its revocation finds
+//! that URL's master key even after the config moved to another URL or was deleted.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::litellm_secrets::engine::types::{Config, ConfigRequest};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::litellm::Client;
+use crate::store::Store;
+use crate::url::BaseUrl;
+
+const CONFIG_KEY: &str = "config";
+
+/// Longest accepted master key, in bytes.
+const MAX_MASTER_KEY_BYTES: usize = 1024;
+
+/// The current settings, without the master key.
+#[derive(Serialize, Deserialize)]
+struct ConfigRecord {
+    url: String,
+    updated_at: u64,
+}
+
+/// A LiteLLM URL and its master key.
+#[derive(Serialize, Deserialize)]
+pub struct Connection {
+    /// Base URL of the proxy, as [`BaseUrl`] prints it.
+    pub url: String,
+    /// The master key; it never leaves the engine except in LiteLLM's auth header.
+    pub master_key: String,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.url)
+            .field("master_key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Parses the stored URL.
+    pub fn base_url(&self) -> Result<BaseUrl> {
+        BaseUrl::parse(&self.url)
+    }
+}
+
+/// Verifies and stores new connection settings.
+pub fn write(store: &Store, request: ConfigRequest) -> Result<Config> {
+    let current: Option<ConfigRecord> = store.get(CONFIG_KEY)?;
+    let url_text = match (&request.url, &current) {
+        (Some(url), _) => url.clone(),
+        (None, Some(current)) => current.url.clone(),
+        (None, None) => {
+            return Err(Error::invalid(
+                "url is required on the first config write; set it to the LiteLLM proxy's \
+                 base URL, such as http://127.0.0.1:4000",
+            ));
+        }
+    };
+    let url = BaseUrl::parse(&url_text)?;
+    let url_string = url.to_string();
+
+    let master_key = match request.master_key {
+        Some(master_key) => validate_master_key(master_key)?,
+        None => stored_master_key(store, current.as_ref(), &url_string)?,
+    };
+    Client::new(&url, &master_key).verify()?;
+
+    let connection = Connection {
+        url: url_string.clone(),
+        master_key,
+    };
+    store.put(&connection_key(&url_string), &connection)?;
+    let record = ConfigRecord {
+        url: url_string,
+        updated_at: clock::now(),
+    };
+    store.put(CONFIG_KEY, &record)?;
+    Ok(to_config(record, true))
+}
+
+/// Returns the stored settings without the master key.
+pub fn read(store: &Store) -> Result<Config> {
+    let record: ConfigRecord = store.get(CONFIG_KEY)?.ok_or_else(not_configured)?;
+    let master_key_set = store.exists(&connection_key(&record.url))?;
+    Ok(to_config(record, master_key_set))
+}
+
+/// Deletes the current settings. Connections stay, so existing leases remain revocable.
+pub fn delete(store: &Store) -> Result<()> {
+    store.delete(CONFIG_KEY)
+}
+
+/// Returns the current connection, for issuing credentials.
+pub fn current_connection(store: &Store) -> Result<Connection> {
+    let record: ConfigRecord = store.get(CONFIG_KEY)?.ok_or_else(not_configured)?;
+    connection_for(store, &record.url)
+}
+
+/// Returns the connection of the LiteLLM proxy at `url`, for revoking its keys.
+pub fn connection_for(store: &Store, url: &str) -> Result<Connection> {
+    store.get(&connection_key(url))?.ok_or_else(|| {
+        Error::not_found(format!(
+            "no master key is stored for LiteLLM at {url}; write the config with this url \
+             and its master_key to manage its keys"
+        ))
+    })
+}
+
+fn stored_master_key(
+    store: &Store,
+    current: Option<&ConfigRecord>,
+    url: &str,
+) -> Result<String> {
+    match current {
+        Some(current) if current.url == url => Ok(connection_for(store, url)?.master_key),
+        Some(current) => Err(Error::invalid(format!(
+            "master_key is required when url changes (from {} to {url}); send the master key \
+             of the new proxy",
+            current.url
+        ))),
+        None => Err(Error::invalid(
+            "master_key is required on the first config write; send the LiteLLM master key",
+        )),
+    }
+}
+
+/// Checks the key's shape without ever quoting it.
+fn validate_master_key(master_key: String) -> Result<String> {
+    if master_key.trim().is_empty() {
+        return Err(Error::invalid("master_key is empty; send the LiteLLM master key"));
+    }
+    if master_key.len() > MAX_MASTER_KEY_BYTES {
+        return Err(Error::invalid(format!(
+            "master_key is longer than {MAX_MASTER_KEY_BYTES} bytes; send the LiteLLM master key"
+        )));
+    }
+    if master_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(
+            "master_key contains whitespace or control characters; send the key without them",
+        ));
+    }
+    Ok(master_key)
+}
+
+fn connection_key(url: &str) -> String {
+    format!("connection/{}", &ids::sha256_hex(url)[..32])
+}
+
+fn not_configured() -> Error {
+    Error::not_found("LiteLLM is not configured; write the config with url and master_key first")
+}
+
+fn to_config(record: ConfigRecord, master_key_set: bool) -> Config {
+    Config {
+        url: record.url,
+        master_key_set,
+        updated_at: record.updated_at,
+    }
+}

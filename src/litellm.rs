@@ -1,0 +1,318 @@
+//! Client for LiteLLM's key management API. It knows routes, bodies and status codes, and
+//! nothing about roles or leases.
+
+use serde_json::{Map, Value, json};
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::outbound::{self, Failure, Response, Verb};
+use crate::redact;
+use crate::url::BaseUrl;
+
+/// Attempts of an idempotent request (delete, update) before its error is returned.
+const IDEMPOTENT_ATTEMPTS: u32 = 3;
+
+/// Pause before the second attempt; it grows fourfold per attempt.
+const FIRST_BACKOFF_MILLIS: u64 = 200;
+
+/// A newly generated key.
+pub struct NewKey {
+    /// The plaintext key, `sk-...`.
+    pub key: String,
+    /// Lowercase hex SHA-256 of the key, LiteLLM's handle for it.
+    pub token_hash: String,
+}
+
+/// Outcome of a delete request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// LiteLLM deleted the key.
+    Deleted,
+    /// LiteLLM had no such key (HTTP 404 "No keys found").
+    AlreadyGone,
+}
+
+/// A failed generate request.
+pub struct GenerateError {
+    /// What failed.
+    pub error: Error,
+    /// Whether a key may have been created despite the failure.
+    pub key_may_exist: bool,
+}
+
+/// A failed request with what is known about its effect.
+struct CallError {
+    error: Error,
+    status: Option<u16>,
+    may_have_acted: bool,
+    retryable: bool,
+}
+
+/// A LiteLLM proxy and the master key to manage its keys with.
+pub struct Client<'a> {
+    url: &'a BaseUrl,
+    master_key: &'a str,
+}
+
+impl<'a> Client<'a> {
+    /// Creates a client for the proxy at `url`.
+    pub fn new(url: &'a BaseUrl, master_key: &'a str) -> Self {
+        Self { url, master_key }
+    }
+
+    /// Checks that LiteLLM accepts the master key for key management, with one key listing.
+    pub fn verify(&self) -> Result<()> {
+        match self.call(Verb::Get, "/key/list?page=1&size=1", None) {
+            Ok(_) => Ok(()),
+            Err(failure) if matches!(failure.status, Some(401 | 403)) => Err(Error::invalid(
+                format!(
+                    "LiteLLM at {} rejected the master key (HTTP {}); check master_key: it must \
+                     be the proxy's master key or a key with key-management rights",
+                    self.url,
+                    failure.status.unwrap_or_default()
+                ),
+            )),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// Creates a key from the `/key/generate` request body `spec`.
+    pub fn generate(&self, spec: &Value) -> Result<NewKey, GenerateError> {
+        let body = spec.to_string();
+        let response = self
+            .call(Verb::Post, "/key/generate", Some(body.as_bytes()))
+            .map_err(|failure| GenerateError {
+                error: failure.error,
+                key_may_exist: failure.may_have_acted,
+            })?;
+        self.parse_new_key(&response).map_err(|error| GenerateError {
+            error,
+            key_may_exist: true,
+        })
+    }
+
+    /// Sets the key's expiry to `seconds` from now.
+    pub fn set_expiry(&self, token_hash: &str, seconds: u64) -> Result<()> {
+        let body = json!({ "key": token_hash, "duration": format!("{seconds}s") }).to_string();
+        self.call_with_retries("/key/update", &body)
+            .map(|_| ())
+            .map_err(|failure| failure.error)
+    }
+
+    /// Deletes the key whose SHA-256 hash is `token_hash`.
+    pub fn delete_key(&self, token_hash: &str) -> Result<Deletion> {
+        let body = json!({ "keys": [token_hash] }).to_string();
+        self.delete(&body)
+    }
+
+    /// Deletes the key with alias `alias`.
+    pub fn delete_alias(&self, alias: &str) -> Result<Deletion> {
+        let body = json!({ "key_aliases": [alias] }).to_string();
+        self.delete(&body)
+    }
+
+    fn delete(&self, body: &str) -> Result<Deletion> {
+        match self.call_with_retries("/key/delete", body) {
+            Ok(_) => Ok(Deletion::Deleted),
+            // LiteLLM answers 404 "No keys found" only when none of the keys exist, so the
+            // key is already gone.
+            Err(failure) if failure.status == Some(404) => Ok(Deletion::AlreadyGone),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    fn call_with_retries(&self, route: &str, body: &str) -> Result<Response, CallError> {
+        let mut backoff = FIRST_BACKOFF_MILLIS;
+        let mut attempt = 1;
+        loop {
+            match self.call(Verb::Post, route, Some(body.as_bytes())) {
+                Err(failure) if failure.retryable && attempt < IDEMPOTENT_ATTEMPTS => {
+                    clock::sleep_millis(backoff);
+                    backoff *= 4;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn call(&self, verb: Verb, route: &str, body: Option<&[u8]>) -> Result<Response, CallError> {
+        let authorization = format!("Bearer {}", self.master_key);
+        let mut headers = vec![("authorization", authorization.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+
+        let response = outbound::send(verb, self.url, route, &headers, body)
+            .map_err(|failure| self.transport_error(route, failure))?;
+        if (200..300).contains(&response.status) {
+            return Ok(response);
+        }
+        Err(self.status_error(route, &response))
+    }
+
+    fn transport_error(&self, route: &str, failure: Failure) -> CallError {
+        let may_have_acted = failure.may_have_reached_server();
+        let denied = matches!(failure, Failure::Denied(_));
+        let error = match failure {
+            Failure::Denied(message) | Failure::NotSent(message) | Failure::Broken(message) => {
+                Error::upstream(None, format!("{message} ({route})"))
+            }
+            Failure::TimedOut(message) => Error::timeout(format!("{message} ({route})")),
+            Failure::TooLarge => Error::upstream(
+                None,
+                format!(
+                    "the response of LiteLLM at {} to {route} exceeded the limit of {} bytes",
+                    self.url,
+                    outbound::MAX_RESPONSE_BYTES
+                ),
+            ),
+        };
+        CallError {
+            error,
+            status: None,
+            may_have_acted,
+            retryable: !denied,
+        }
+    }
+
+    fn status_error(&self, route: &str, response: &Response) -> CallError {
+        let status = response.status;
+        let detail = self.quote(&response.body);
+        let message = match status {
+            300..=399 => format!(
+                "LiteLLM at {} answered {route} with a redirect (HTTP {status}) to {}; set the \
+                 config url to the address LiteLLM serves directly",
+                self.url,
+                response
+                    .location
+                    .as_deref()
+                    .map(|location| redact::mask(location, &[self.master_key]))
+                    .unwrap_or_else(|| "no location".to_owned())
+            ),
+            401 => format!(
+                "LiteLLM at {} rejected the configured master key with HTTP 401 ({detail}); \
+                 write the config again with a valid master_key",
+                self.url
+            ),
+            _ => format!("LiteLLM at {} returned HTTP {status} for {route}: {detail}", self.url),
+        };
+        CallError {
+            error: Error::upstream(Some(status), message),
+            status: Some(status),
+            // A redirect comes from something other than LiteLLM, which acted on nothing.
+            may_have_acted: status >= 500,
+            retryable: status >= 500 || status == 429,
+        }
+    }
+
+    /// Extracts LiteLLM's error message from a response body, secrets masked.
+    fn quote(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|value| error_message(&value))
+            .unwrap_or_else(|| text.trim().to_owned());
+        if message.is_empty() {
+            return "empty response body".to_owned();
+        }
+        redact::mask(&message, &[self.master_key])
+    }
+
+    fn parse_new_key(&self, response: &Response) -> Result<NewKey> {
+        let value: Value = serde_json::from_slice(&response.body).map_err(|_| {
+            Error::upstream(
+                Some(response.status),
+                format!(
+                    "LiteLLM at {} returned a /key/generate response that is not valid JSON: {}",
+                    self.url,
+                    self.quote(&response.body)
+                ),
+            )
+        })?;
+        let key = value
+            .get("key")
+            .and_then(Value::as_str)
+            .filter(|key| key.starts_with("sk-") && key.len() > 3)
+            .ok_or_else(|| {
+                Error::upstream(
+                    Some(response.status),
+                    format!(
+                        "LiteLLM at {} returned a /key/generate response without a key",
+                        self.url
+                    ),
+                )
+            })?;
+
+        // LiteLLM returns the key's hash as `token` and `token_id`; when neither is a
+        // SHA-256 hex digest, the hash is computed here, as LiteLLM computes it.
+        let token_hash = ["token", "token_id"]
+            .iter()
+            .filter_map(|field| value.get(*field).and_then(Value::as_str))
+            .find(|hash| is_sha256_hex(hash))
+            .map(str::to_owned)
+            .unwrap_or_else(|| ids::sha256_hex(key));
+        Ok(NewKey {
+            key: key.to_owned(),
+            token_hash,
+        })
+    }
+}
+
+/// Finds the message in LiteLLM's error shapes: `{"error": {"message"}}`, FastAPI's
+/// `{"detail": [...]}` or `{"detail": "..."}`, or a top-level `message`.
+fn error_message(value: &Value) -> Option<String> {
+    if let Some(message) = value.pointer("/error/message").and_then(Value::as_str) {
+        return Some(message.to_owned());
+    }
+    if let Some(error) = value.get("error").and_then(Value::as_str) {
+        return Some(error.to_owned());
+    }
+    match value.get("detail") {
+        Some(Value::String(detail)) => return Some(detail.clone()),
+        Some(Value::Array(items)) => return Some(validation_messages(items)),
+        Some(other @ Value::Object(_)) => return Some(other.to_string()),
+        _ => {}
+    }
+    value
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn validation_messages(items: &[Value]) -> String {
+    let parts: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let message = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+            match item.get("loc").and_then(Value::as_array) {
+                Some(location) => {
+                    let path: Vec<String> = location
+                        .iter()
+                        .map(|part| match part {
+                            Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    format!("{message} at {}", path.join("."))
+                }
+                None => message.to_owned(),
+            }
+        })
+        .collect();
+    parts.join("; ")
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Builds a JSON object from optional fields, leaving out the absent ones.
+pub fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
+    let map: Map<String, Value> = fields
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name.to_owned(), value)))
+        .collect();
+    Value::Object(map)
+}

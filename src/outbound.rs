@@ -1,0 +1,245 @@
+//! Outbound HTTP over `wasi:http`, with timeouts and a bounded response body.
+
+use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
+    Scheme as WasiScheme,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+use crate::url::{BaseUrl, Scheme};
+
+/// Largest response body read from LiteLLM, in bytes. LiteLLM's key responses are a few KiB.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+const CONNECT_TIMEOUT_SECONDS: u64 = 5;
+const FIRST_BYTE_TIMEOUT_SECONDS: u64 = 30;
+const BETWEEN_BYTES_TIMEOUT_SECONDS: u64 = 10;
+
+/// Largest chunk `blocking-write-and-flush` accepts.
+const WRITE_CHUNK_BYTES: usize = 4096;
+const READ_CHUNK_BYTES: u64 = 64 * 1024;
+
+/// HTTP method of an outbound request.
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    /// GET
+    Get,
+    /// POST
+    Post,
+}
+
+/// A response whose body was read completely.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The `location` header, for redirects.
+    pub location: Option<String>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+/// Why no usable response arrived.
+#[derive(Debug)]
+pub enum Failure {
+    /// The host runtime denied the destination, so the request was never sent.
+    Denied(String),
+    /// The request never reached LiteLLM: no connection, a DNS or TLS failure, or the
+    /// runtime denied the destination.
+    NotSent(String),
+    /// LiteLLM may have received the request but did not answer in time.
+    TimedOut(String),
+    /// LiteLLM may have received the request, but the exchange broke off.
+    Broken(String),
+    /// The response body exceeded [`MAX_RESPONSE_BYTES`].
+    TooLarge,
+}
+
+impl Failure {
+    /// Whether LiteLLM may have acted on the request.
+    pub fn may_have_reached_server(&self) -> bool {
+        !matches!(self, Self::Denied(_) | Self::NotSent(_))
+    }
+}
+
+/// Sends a request to `route` under `base` and reads the whole response.
+pub fn send(
+    verb: Verb,
+    base: &BaseUrl,
+    route: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, Failure> {
+    let request = build_request(verb, base, route, headers)
+        .map_err(|reason| Failure::NotSent(format!("building the request failed: {reason}")))?;
+    let outgoing_body = request
+        .body()
+        .map_err(|()| Failure::NotSent("the request body was already taken".to_owned()))?;
+
+    let future = outgoing_handler::handle(request, Some(options()))
+        .map_err(|code| classify(base, &code))?;
+    write_body(outgoing_body, body.unwrap_or_default()).map_err(Failure::Broken)?;
+
+    let pollable = future.subscribe();
+    pollable.block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(classify(base, &code)),
+        Some(Err(())) | None => {
+            return Err(Failure::Broken("the response was already taken".to_owned()));
+        }
+    };
+    read_response(base, response)
+}
+
+fn build_request(
+    verb: Verb,
+    base: &BaseUrl,
+    route: &str,
+    headers: &[(&str, &str)],
+) -> Result<OutgoingRequest, String> {
+    let entries: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let fields = Fields::from_list(&entries).map_err(|error| format!("{error:?}"))?;
+    let request = OutgoingRequest::new(fields);
+
+    let method = match verb {
+        Verb::Get => Method::Get,
+        Verb::Post => Method::Post,
+    };
+    let scheme = match base.scheme() {
+        Scheme::Http => WasiScheme::Http,
+        Scheme::Https => WasiScheme::Https,
+    };
+    request.set_method(&method).map_err(|()| "invalid method")?;
+    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
+    request
+        .set_authority(Some(base.authority()))
+        .map_err(|()| "invalid authority")?;
+    request
+        .set_path_with_query(Some(&base.path_for(route)))
+        .map_err(|()| "invalid path")?;
+    Ok(request)
+}
+
+fn options() -> RequestOptions {
+    let options = RequestOptions::new();
+    // A host that does not support a timeout rejects setting it; the request then runs
+    // with the host's own limits, so the results are ignored.
+    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_SECONDS * NANOS_PER_SECOND));
+    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_SECONDS * NANOS_PER_SECOND));
+    let _ = options.set_between_bytes_timeout(Some(
+        BETWEEN_BYTES_TIMEOUT_SECONDS * NANOS_PER_SECOND,
+    ));
+    options
+}
+
+fn write_body(outgoing_body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
+    {
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| "the request body stream was already taken".to_owned())?;
+        for chunk in bytes.chunks(WRITE_CHUNK_BYTES) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|error| format!("writing the request body failed: {error:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing_body, None)
+        .map_err(|code| format!("finishing the request body failed: {code:?}"))
+}
+
+fn read_response(base: &BaseUrl, response: IncomingResponse) -> Result<Response, Failure> {
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .first()
+        .map(|value| String::from_utf8_lossy(value).into_owned());
+
+    let incoming_body = response
+        .consume()
+        .map_err(|()| Failure::Broken("the response body was already taken".to_owned()))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming_body
+            .stream()
+            .map_err(|()| Failure::Broken("the response body stream was already taken".to_owned()))?;
+        loop {
+            match stream.blocking_read(READ_CHUNK_BYTES) {
+                Ok(chunk) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(Failure::TooLarge);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(error)) => {
+                    let code = crate::bindings::wasi::http::types::http_error_code(&error);
+                    return Err(match code {
+                        Some(code) => classify(base, &code),
+                        None => Failure::Broken(format!(
+                            "reading the response from {base} failed: {}",
+                            error.to_debug_string()
+                        )),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Response {
+        status,
+        location,
+        body,
+    })
+}
+
+/// Sorts a `wasi:http` error code by whether LiteLLM may have seen the request.
+fn classify(base: &BaseUrl, code: &ErrorCode) -> Failure {
+    match code {
+        ErrorCode::HttpRequestDenied => Failure::Denied(format!(
+            "the host runtime denied the outbound request to {base}; add this host to the \
+             component's allowed outbound hosts (allowed_outbound_hosts in spin.toml)"
+        )),
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionLimitReached
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => Failure::NotSent(format!(
+            "could not connect to LiteLLM at {base}: {}",
+            describe(code)
+        )),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+            Failure::TimedOut(format!("LiteLLM at {base} did not respond in time"))
+        }
+        _ => Failure::Broken(format!(
+            "the exchange with LiteLLM at {base} failed: {}",
+            describe(code)
+        )),
+    }
+}
+
+fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::ConnectionRefused => "connection refused".to_owned(),
+        ErrorCode::ConnectionTimeout => {
+            format!("connection timed out after {CONNECT_TIMEOUT_SECONDS}s")
+        }
+        ErrorCode::DnsError(payload) => format!(
+            "DNS lookup failed ({})",
+            payload.rcode.clone().unwrap_or_else(|| "no response code".to_owned())
+        ),
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
+    }
+}

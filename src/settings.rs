@@ -1,0 +1,86 @@
+//! Host settings read from `wasi:config/store` (Spin variables on Spin).
+
+use crate::bindings::wasi::config::store as config_store;
+use crate::duration;
+use crate::error::{Error, Result};
+
+/// Lease TTL when neither the request nor the role sets one.
+pub const DEFAULT_TTL: u64 = 3600;
+
+/// Lease lifetime cap when the role sets none, as Vault's default system maximum (768h).
+pub const MAX_TTL: u64 = 768 * 3600;
+
+/// Settings that shape lease ids, storage and TTL defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// First segment of every lease id, as a Vault mount path.
+    pub mount: String,
+    /// Name of the key-value bucket to open.
+    pub bucket: String,
+    /// Lease TTL in seconds when neither request nor role sets one.
+    pub default_ttl: u64,
+    /// Cap in seconds on any lease's lifetime.
+    pub max_ttl: u64,
+}
+
+impl Settings {
+    /// Reads the settings, applying defaults for the ones the host does not set.
+    pub fn load() -> Result<Self> {
+        let mount = read("mount")?.unwrap_or_else(|| "litellm".to_owned());
+        validate_mount(&mount)?;
+        let bucket = read("key_value_store")?.unwrap_or_else(|| "default".to_owned());
+        let default_ttl = read_duration("default_ttl", DEFAULT_TTL)?;
+        let max_ttl = read_duration("max_ttl", MAX_TTL)?;
+
+        if default_ttl > max_ttl {
+            return Err(Error::invalid(format!(
+                "host setting default_ttl ({default_ttl}s) exceeds max_ttl ({max_ttl}s); \
+                 lower default_ttl or raise max_ttl"
+            )));
+        }
+        Ok(Self {
+            mount,
+            bucket,
+            default_ttl,
+            max_ttl,
+        })
+    }
+}
+
+fn read(key: &str) -> Result<Option<String>> {
+    let value = config_store::get(key).map_err(|error| {
+        let detail = match error {
+            config_store::Error::Upstream(message) | config_store::Error::Io(message) => message,
+        };
+        Error::storage(format!("reading host setting {key} failed: {detail}"))
+    })?;
+    Ok(value.filter(|value| !value.trim().is_empty()))
+}
+
+fn read_duration(key: &str, default: u64) -> Result<u64> {
+    let Some(text) = read(key)? else {
+        return Ok(default);
+    };
+    let seconds = duration::parse_seconds(&format!("host setting {key}"), &text)?;
+    if seconds == 0 {
+        return Ok(default);
+    }
+    Ok(seconds)
+}
+
+/// A mount is one or more path segments of letters, digits, `_` and `-`.
+fn validate_mount(mount: &str) -> Result<()> {
+    let valid_segment = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if mount.len() <= 64 && mount.split('/').all(valid_segment) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "host setting mount is invalid: {mount:?}; use up to 64 letters, digits, '_' and '-', \
+         with '/' between segments"
+    )))
+}

@@ -1,0 +1,181 @@
+//! Typed access to the host's `wasi:keyvalue` bucket: JSON records, compare-and-swap updates,
+//! counters and key listing.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+use crate::error::{Error, Result};
+
+/// Attempts of one compare-and-swap update before it reports a conflict.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Keys read per `get-many` call.
+const BATCH_SIZE: usize = 100;
+
+/// What a compare-and-swap update does with the value it read.
+pub enum Update<T> {
+    /// Writes the new value.
+    Put(T),
+    /// Leaves the stored value as it is.
+    Keep,
+}
+
+/// The engine's bucket.
+pub struct Store {
+    bucket: store::Bucket,
+}
+
+impl Store {
+    /// Opens the bucket `name`.
+    pub fn open(name: &str) -> Result<Self> {
+        let bucket = store::open(name).map_err(|error| {
+            Error::storage(format!(
+                "opening key-value store {name:?} failed: {}; the host must grant the \
+                 component this store",
+                describe(&error)
+            ))
+        })?;
+        Ok(Self { bucket })
+    }
+
+    /// Reads and decodes the record at `key`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let bytes = self
+            .bucket
+            .get(key)
+            .map_err(|error| failed("reading", key, &error))?;
+        bytes.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    /// Encodes and writes `value` at `key`.
+    pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = encode(key, value)?;
+        self.bucket
+            .set(key, &bytes)
+            .map_err(|error| failed("writing", key, &error))
+    }
+
+    /// Writes raw text at `key`.
+    pub fn put_text(&self, key: &str, text: &str) -> Result<()> {
+        self.bucket
+            .set(key, text.as_bytes())
+            .map_err(|error| failed("writing", key, &error))
+    }
+
+    /// Deletes `key`; deleting an absent key succeeds.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.bucket
+            .delete(key)
+            .map_err(|error| failed("deleting", key, &error))
+    }
+
+    /// Returns whether `key` exists.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        self.bucket
+            .exists(key)
+            .map_err(|error| failed("reading", key, &error))
+    }
+
+    /// Adds `delta` to the counter at `key`, creating it at 0 first, and returns the sum.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64> {
+        atomics::increment(&self.bucket, key, delta)
+            .map_err(|error| failed("incrementing", key, &error))
+    }
+
+    /// Reads many keys at once, returning each key's raw value if present.
+    pub fn get_many_text(&self, keys: &[String]) -> Result<Vec<(String, Option<String>)>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_SIZE) {
+            let values = batch::get_many(&self.bucket, chunk).map_err(|error| {
+                failed("reading", chunk.first().map_or("", String::as_str), &error)
+            })?;
+            for (key, value) in values {
+                let text = value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+                found.push((key, text));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads the record at `key`, lets `change` decide on a new value and writes it only if
+    /// nobody else wrote `key` meanwhile, retrying on conflict. Returns the stored value.
+    pub fn update<T, F>(&self, key: &str, mut change: F) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> Result<Update<T>>,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let cas = atomics::Cas::new(&self.bucket, key)
+                .map_err(|error| failed("reading", key, &error))?;
+            let current_bytes = cas
+                .current()
+                .map_err(|error| failed("reading", key, &error))?;
+            let current = current_bytes
+                .as_deref()
+                .map(|bytes| decode::<T>(key, bytes))
+                .transpose()?;
+
+            let value = match change(current)? {
+                Update::Keep => {
+                    return current_bytes
+                        .map(|bytes| decode(key, &bytes))
+                        .transpose();
+                }
+                Update::Put(value) => value,
+            };
+            match atomics::swap(cas, &encode(key, &value)?) {
+                Ok(()) => return Ok(Some(value)),
+                Err(atomics::CasError::CasFailed(_)) => continue,
+                Err(atomics::CasError::StoreError(error)) => {
+                    return Err(failed("writing", key, &error));
+                }
+            }
+        }
+        Err(Error::storage(format!(
+            "writing {key} failed: it changed concurrently {CAS_ATTEMPTS} times in a row; retry"
+        )))
+    }
+
+    /// Returns every key that starts with `prefix`, in the store's order.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .bucket
+                .list_keys(cursor.as_deref())
+                .map_err(|error| failed("listing", prefix, &error))?;
+            keys.extend(page.keys.into_iter().filter(|key| key.starts_with(prefix)));
+            match page.cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|error| Error::storage(format!("encoding {key} failed: {error}")))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        Error::storage(format!(
+            "stored record {key} is not valid: {error}; restore it from a backup or delete it"
+        ))
+    })
+}
+
+fn failed(action: &str, key: &str, error: &store::Error) -> Error {
+    Error::storage(format!("{action} {key} in the key-value store failed: {}", describe(error)))
+}
+
+fn describe(error: &store::Error) -> String {
+    match error {
+        store::Error::NoSuchStore => "no such store".to_owned(),
+        store::Error::AccessDenied => "access denied".to_owned(),
+        store::Error::Other(message) => message.clone(),
+    }
+}

@@ -1,0 +1,10 @@
+//! Test host for the engine component: a wasmtime embedding with its own `wasi:keyvalue`
+//! (draft2) and `wasi:config` implementations, a movable wall clock, and a LiteLLM double
+//! that behaves as the real proxy's key API does.
+
+pub mod clock;
+pub mod expect;
+pub mod host;
+pub mod keyvalue;
+pub mod litellm_double;
+pub mod outbound;

@@ -1,0 +1,1 @@
+//! Placeholder: the LiteLLM double is being written.
