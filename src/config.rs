@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::litellm_secrets::engine::types::{Config, ConfigRequest};
+use crate::bindings::exports::litellm_secrets::engine::types::{Config, ConfigRequest};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::ids;

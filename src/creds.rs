@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bindings::litellm_secrets::engine::types::Credential;
+use crate::bindings::exports::litellm_secrets::engine::types::Credential;
 use crate::clock;
 use crate::config::{self, Connection};
 use crate::due;

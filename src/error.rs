@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::bindings::litellm_secrets::engine::types as wit;
+use crate::bindings::exports::litellm_secrets::engine::types as wit;
 
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

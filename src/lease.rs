@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::litellm_secrets::engine::types::{Lease, Renewal};
+use crate::bindings::exports::litellm_secrets::engine::types::{Lease, Renewal};
 use crate::clock;
 use crate::config;
 use crate::due;

@@ -43,7 +43,7 @@ mod tidy;
 mod url;
 
 use bindings::exports::litellm_secrets::engine::engine::Guest;
-use bindings::litellm_secrets::engine::types::{
+use bindings::exports::litellm_secrets::engine::types::{
     Config, ConfigRequest, Credential, Error as WitError, Lease, Renewal, Role, RoleRequest,
     RoleWrite, TidyReport,
 };

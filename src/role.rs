@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::bindings::litellm_secrets::engine::types::{Role, RoleRequest, RoleWrite};
+use crate::bindings::exports::litellm_secrets::engine::types::{Role, RoleRequest, RoleWrite};
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::redact;

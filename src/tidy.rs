@@ -1,7 +1,7 @@
 //! Tidy: revokes expired leases and deletes keys left by interrupted issuance, walking the
 //! due index from its cursor to the current bucket.
 
-use crate::bindings::litellm_secrets::engine::types::TidyReport;
+use crate::bindings::exports::litellm_secrets::engine::types::TidyReport;
 use crate::clock;
 use crate::creds::{self, PENDING_GRACE_SECONDS, PendingRecord};
 use crate::due::{self, Entry};

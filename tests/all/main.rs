@@ -1,4 +1,5 @@
 //! Integration tests: the built engine component under wasmtime, against the LiteLLM
 //! double and, when `LITELLM_URL` and `LITELLM_MASTER_KEY` are set, the real proxy.
 
+mod real_litellm;
 mod roles;

@@ -36,7 +36,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::litellm_secrets::engine::types::{
+pub use bindings::exports::litellm_secrets::engine::types::{
     Config, ConfigRequest, Credential, Error, Lease, Renewal, Role, RoleRequest, RoleWrite,
     TidyReport, UpstreamError,
 };

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod expect;
 pub mod host;
+pub mod http_client;
 pub mod keyvalue;
 pub mod litellm_double;
 pub mod outbound;
