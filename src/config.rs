@@ -13,6 +13,7 @@ use crate::clock;
 use crate::error::{Error, Result};
 use crate::ids;
 use crate::litellm::Client;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::url::BaseUrl;
 
@@ -30,11 +31,11 @@ struct ConfigRecord {
 
 /// A LiteLLM URL and its master key.
 #[derive(Serialize, Deserialize)]
-pub struct Connection {
+struct Connection {
     /// Base URL of the proxy, as [`BaseUrl`] prints it.
-    pub url: String,
+    url: String,
     /// The master key; it never leaves the engine except in LiteLLM's auth header.
-    pub master_key: String,
+    master_key: String,
 }
 
 impl fmt::Debug for Connection {
@@ -47,14 +48,14 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Parses the stored URL.
-    pub fn base_url(&self) -> Result<BaseUrl> {
-        BaseUrl::parse(&self.url)
+    fn client(self, settings: &Settings) -> Result<Client> {
+        let url = BaseUrl::parse(&self.url)?;
+        Ok(Client::new(url, self.master_key, settings.litellm_timeout))
     }
 }
 
 /// Verifies and stores new connection settings.
-pub fn write(store: &Store, request: ConfigRequest) -> Result<Config> {
+pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Result<Config> {
     let current: Option<ConfigRecord> = store.get(CONFIG_KEY)?;
     let url_text = match (&request.url, &current) {
         (Some(url), _) => url.clone(),
@@ -73,7 +74,7 @@ pub fn write(store: &Store, request: ConfigRequest) -> Result<Config> {
         Some(master_key) => validate_master_key(master_key)?,
         None => stored_master_key(store, current.as_ref(), &url_string)?,
     };
-    Client::new(&url, &master_key).verify()?;
+    Client::new(url, master_key.clone(), settings.litellm_timeout).verify()?;
 
     let connection = Connection {
         url: url_string.clone(),
@@ -100,14 +101,18 @@ pub fn delete(store: &Store) -> Result<()> {
     store.delete(CONFIG_KEY)
 }
 
-/// Returns the current connection, for issuing credentials.
-pub fn current_connection(store: &Store) -> Result<Connection> {
+/// Returns a client for the current config, for issuing credentials.
+pub fn current_client(store: &Store, settings: &Settings) -> Result<Client> {
     let record: ConfigRecord = store.get(CONFIG_KEY)?.ok_or_else(not_configured)?;
-    connection_for(store, &record.url)
+    connection_for(store, &record.url)?.client(settings)
 }
 
-/// Returns the connection of the LiteLLM proxy at `url`, for revoking its keys.
-pub fn connection_for(store: &Store, url: &str) -> Result<Connection> {
+/// Returns a client for the LiteLLM proxy at `url`, for managing the keys it minted.
+pub fn client_for(store: &Store, settings: &Settings, url: &str) -> Result<Client> {
+    connection_for(store, url)?.client(settings)
+}
+
+fn connection_for(store: &Store, url: &str) -> Result<Connection> {
     store.get(&connection_key(url))?.ok_or_else(|| {
         Error::not_found(format!(
             "no master key is stored for LiteLLM at {url}; write the config with this url \
@@ -116,11 +121,7 @@ pub fn connection_for(store: &Store, url: &str) -> Result<Connection> {
     })
 }
 
-fn stored_master_key(
-    store: &Store,
-    current: Option<&ConfigRecord>,
-    url: &str,
-) -> Result<String> {
+fn stored_master_key(store: &Store, current: Option<&ConfigRecord>, url: &str) -> Result<String> {
     match current {
         Some(current) if current.url == url => Ok(connection_for(store, url)?.master_key),
         Some(current) => Err(Error::invalid(format!(
@@ -137,14 +138,19 @@ fn stored_master_key(
 /// Checks the key's shape without ever quoting it.
 fn validate_master_key(master_key: String) -> Result<String> {
     if master_key.trim().is_empty() {
-        return Err(Error::invalid("master_key is empty; send the LiteLLM master key"));
+        return Err(Error::invalid(
+            "master_key is empty; send the LiteLLM master key",
+        ));
     }
     if master_key.len() > MAX_MASTER_KEY_BYTES {
         return Err(Error::invalid(format!(
             "master_key is longer than {MAX_MASTER_KEY_BYTES} bytes; send the LiteLLM master key"
         )));
     }
-    if master_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if master_key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid(
             "master_key contains whitespace or control characters; send the key without them",
         ));

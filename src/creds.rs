@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::bindings::exports::litellm_secrets::engine::types::Credential;
 use crate::clock;
-use crate::config::{self, Connection};
+use crate::config;
 use crate::due;
 use crate::duration;
 use crate::error::{Error, Result};
@@ -23,7 +23,6 @@ use crate::log;
 use crate::role::{self, RESERVED_METADATA_PREFIX, RoleRecord};
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::url::BaseUrl;
 
 /// Age after which tidy treats a pending entry as left by an interrupted issuance, in
 /// seconds. It is well above the longest issuance: the outbound timeouts add up to under
@@ -81,8 +80,7 @@ pub fn issue(
         Some(text) => duration::parse_seconds("ttl", text)?,
         None => 0,
     };
-    let connection = config::current_connection(store)?;
-    let url = connection.base_url()?;
+    let client = config::current_client(store, settings)?;
     let times = lease_times(settings, &role, requested, clock::now());
 
     let id = ids::new_id();
@@ -90,16 +88,19 @@ pub fn issue(
         role: role_name.to_owned(),
         id: id.clone(),
         key_alias: format!("{}-{role_name}-{id}", role.key_alias_prefix),
-        litellm_url: connection.url.clone(),
+        litellm_url: client.url().to_string(),
         created_at: times.issued_at,
         cleanup_attempts: 0,
     };
-    due::file(store, &pending.storage_key(), times.issued_at + PENDING_GRACE_SECONDS)?;
+    due::file(
+        store,
+        &pending.storage_key(),
+        times.issued_at + PENDING_GRACE_SECONDS,
+    )?;
     store.put(&pending.storage_key(), &pending)?;
 
     let lease_id = lease::lease_id(settings, role_name, &id);
     let spec = generate_spec(&role, &pending, &lease_id, times.ttl);
-    let client = Client::new(&url, &connection.master_key);
     let new_key = client
         .generate(&spec)
         .map_err(|failure| abandon_generate(store, &client, &pending, failure))?;
@@ -109,7 +110,7 @@ pub fn issue(
         id,
         token_hash: new_key.token_hash.clone(),
         key_alias: pending.key_alias.clone(),
-        litellm_url: connection.url.clone(),
+        litellm_url: pending.litellm_url.clone(),
         issued_at: times.issued_at,
         last_renewed_at: None,
         expires_at: times.expires_at,
@@ -149,7 +150,7 @@ fn lease_times(settings: &Settings, role: &RoleRecord, requested: u64, now: u64)
     let mut warnings = Vec::new();
     if wanted > cap {
         warnings.push(format!(
-            "requested TTL of {} exceeds the role's max TTL; the lease TTL is {} instead",
+            "TTL of {} exceeds the max TTL of the role; the lease TTL is capped at {}",
             duration::format_seconds(wanted),
             duration::format_seconds(cap)
         ));
@@ -168,19 +169,34 @@ fn lease_times(settings: &Settings, role: &RoleRecord, requested: u64, now: u64)
 /// llm_api`) and expires in LiteLLM shortly after its lease.
 fn generate_spec(role: &RoleRecord, pending: &PendingRecord, lease_id: &str, ttl: u64) -> Value {
     let mut metadata = role.metadata.clone();
-    metadata.insert(format!("{RESERVED_METADATA_PREFIX}role"), json!(pending.role));
-    metadata.insert(format!("{RESERVED_METADATA_PREFIX}lease_id"), json!(lease_id));
+    metadata.insert(
+        format!("{RESERVED_METADATA_PREFIX}role"),
+        json!(pending.role),
+    );
+    metadata.insert(
+        format!("{RESERVED_METADATA_PREFIX}lease_id"),
+        json!(lease_id),
+    );
 
     litellm::object(vec![
         ("models", Some(json!(role.models))),
         ("max_budget", role.max_budget.map(|budget| json!(budget))),
-        ("budget_duration", role.budget_duration.as_ref().map(|period| json!(period))),
+        (
+            "budget_duration",
+            role.budget_duration.as_ref().map(|period| json!(period)),
+        ),
         ("tpm_limit", role.tpm_limit.map(|limit| json!(limit))),
         ("rpm_limit", role.rpm_limit.map(|limit| json!(limit))),
-        ("max_parallel_requests", role.max_parallel_requests.map(|limit| json!(limit))),
+        (
+            "max_parallel_requests",
+            role.max_parallel_requests.map(|limit| json!(limit)),
+        ),
         ("key_alias", Some(json!(pending.key_alias))),
         ("key_type", Some(json!("llm_api"))),
-        ("duration", Some(json!(format!("{}s", ttl + KEY_EXPIRY_BUFFER_SECONDS)))),
+        (
+            "duration",
+            Some(json!(format!("{}s", ttl + KEY_EXPIRY_BUFFER_SECONDS))),
+        ),
         ("metadata", Some(Value::Object(metadata))),
     ])
 }
@@ -193,7 +209,7 @@ fn store_lease(store: &Store, record: &LeaseRecord) -> Result<()> {
 /// Cleans up after a failed generate and returns its error.
 fn abandon_generate(
     store: &Store,
-    client: &Client<'_>,
+    client: &Client,
     pending: &PendingRecord,
     failure: GenerateError,
 ) -> Error {
@@ -208,7 +224,7 @@ fn abandon_generate(
 /// Deletes a key whose lease could not be stored and returns the storage error.
 fn abandon_lease(
     store: &Store,
-    client: &Client<'_>,
+    client: &Client,
     pending: &PendingRecord,
     new_key: &NewKey,
     error: Error,
@@ -224,7 +240,7 @@ fn abandon_lease(
     error
 }
 
-fn delete_by_alias(store: &Store, client: &Client<'_>, pending: &PendingRecord) {
+fn delete_by_alias(store: &Store, client: &Client, pending: &PendingRecord) {
     match client.delete_alias(&pending.key_alias) {
         Ok(_) => finish(store, pending),
         Err(cleanup) => log::warn(&format!(
@@ -247,9 +263,11 @@ fn finish(store: &Store, pending: &PendingRecord) {
 /// Deletes the key an interrupted issuance left, for tidy, which checked that no lease
 /// was written. Returns whether the pending entry is resolved; on failure the entry is
 /// kept and filed again.
-pub fn clean_up(store: &Store, pending: &PendingRecord) -> Result<bool> {
-    match delete_alias_at(store, pending) {
-        Ok(()) => {
+pub fn clean_up(store: &Store, settings: &Settings, pending: &PendingRecord) -> Result<bool> {
+    let deleted = config::client_for(store, settings, &pending.litellm_url)
+        .and_then(|client| client.delete_alias(&pending.key_alias));
+    match deleted {
+        Ok(_) => {
             store.delete(&pending.storage_key())?;
             Ok(true)
         }
@@ -269,11 +287,4 @@ pub fn clean_up(store: &Store, pending: &PendingRecord) -> Result<bool> {
             Ok(false)
         }
     }
-}
-
-fn delete_alias_at(store: &Store, pending: &PendingRecord) -> Result<()> {
-    let connection: Connection = config::connection_for(store, &pending.litellm_url)?;
-    let url: BaseUrl = connection.base_url()?;
-    Client::new(&url, &connection.master_key).delete_alias(&pending.key_alias)?;
-    Ok(())
 }

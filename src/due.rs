@@ -50,9 +50,16 @@ pub fn cursor(store: &Store, now: u64) -> Result<u64> {
     let counters = store.keys_with_prefix("due/")?;
     let earliest = counters
         .iter()
-        .filter_map(|key| key.strip_prefix("due/")?.strip_suffix("/count")?.parse::<u64>().ok())
+        .filter_map(|key| {
+            key.strip_prefix("due/")?
+                .strip_suffix("/count")?
+                .parse::<u64>()
+                .ok()
+        })
         .min();
-    let start = earliest.unwrap_or(retirable_before(now)).min(retirable_before(now));
+    let start = earliest
+        .unwrap_or(retirable_before(now))
+        .min(retirable_before(now));
     store.put(CURSOR_KEY, &start)?;
     Ok(start)
 }
@@ -73,10 +80,12 @@ pub fn entries(store: &Store, bucket: u64) -> Result<Vec<Entry>> {
     let found = store.get_many_text(&slot_keys)?;
     Ok(found
         .into_iter()
-        .filter_map(|(slot_key, record_key)| Some(Entry {
-            record_key: record_key?,
-            slot_key,
-        }))
+        .filter_map(|(slot_key, record_key)| {
+            Some(Entry {
+                record_key: record_key?,
+                slot_key,
+            })
+        })
         .collect())
 }
 

@@ -114,10 +114,18 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    if !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let whole_value: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole_value: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut value = whole_value.checked_mul(scale)?;
 
     // Fractions finer than a nanosecond cannot change a whole-second total, so at most
@@ -128,4 +136,54 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
         value = value.checked_add(u128::from(digit - b'0') * place)?;
     }
     Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seconds_and_units() {
+        assert_eq!(parse_seconds("ttl", "3600").unwrap(), 3600);
+        assert_eq!(parse_seconds("ttl", "+60").unwrap(), 60);
+        assert_eq!(parse_seconds("ttl", "1h30m").unwrap(), 5400);
+        assert_eq!(parse_seconds("ttl", "1.5h").unwrap(), 5400);
+        assert_eq!(parse_seconds("ttl", "2d").unwrap(), 172_800);
+        assert_eq!(parse_seconds("ttl", "1500ms500ms").unwrap(), 2);
+        assert_eq!(parse_seconds("ttl", " 90s ").unwrap(), 90);
+        assert_eq!(parse_seconds("ttl", "").unwrap(), 0);
+        assert_eq!(parse_seconds("ttl", "0s").unwrap(), 0);
+    }
+
+    #[test]
+    fn rejects_bad_text_naming_the_field() {
+        for text in [
+            "-1", "-5s", "banana", "1x", "1mo", "1h-5m", ".h", "1..5h", "s", "1 h",
+        ] {
+            let error = parse_seconds("increment", text).unwrap_err();
+            let Error::InvalidInput(message) = error else {
+                panic!("{text}: not invalid input")
+            };
+            assert!(message.starts_with("increment "), "{text}: {message}");
+        }
+        assert!(matches!(
+            parse_seconds("ttl", "1500ms"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            parse_seconds("ttl", "99999999999999999999"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            parse_seconds("ttl", "999999999h"),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn formats_like_go() {
+        assert_eq!(format_seconds(5400), "1h30m0s");
+        assert_eq!(format_seconds(59), "59s");
+        assert_eq!(format_seconds(61), "1m1s");
+    }
 }

@@ -9,7 +9,7 @@ use crate::config;
 use crate::due;
 use crate::duration;
 use crate::error::{Error, Result};
-use crate::litellm::{Client, Deletion};
+use crate::litellm::Deletion;
 use crate::log;
 use crate::redact;
 use crate::role;
@@ -166,10 +166,10 @@ pub fn renew(
 
     // LiteLLM first: if it refuses, the lease keeps its old expiry and still matches the
     // key. The new expiry is filed before the lease is written, so tidy always sees it.
-    let connection = config::connection_for(store, &record.litellm_url)?;
-    let url = connection.base_url()?;
-    Client::new(&url, &connection.master_key)
-        .set_expiry(&record.token_hash, expires_at - now + KEY_EXPIRY_BUFFER_SECONDS)?;
+    config::client_for(store, settings, &record.litellm_url)?.set_expiry(
+        &record.token_hash,
+        expires_at - now + KEY_EXPIRY_BUFFER_SECONDS,
+    )?;
     due::file(store, &record.storage_key(), expires_at)?;
 
     let renewed = store
@@ -196,14 +196,21 @@ pub fn renew(
 /// when the role is gone, or the engine default.
 fn default_increment(store: &Store, settings: &Settings, record: &LeaseRecord) -> Result<u64> {
     let role_ttl = role::find(store, &record.role)?.map_or(record.ttl, |role| role.ttl);
-    Ok(if role_ttl > 0 { role_ttl } else { settings.default_ttl })
+    Ok(if role_ttl > 0 {
+        role_ttl
+    } else {
+        settings.default_ttl
+    })
 }
 
 /// Deletes the lease's key in LiteLLM and then the lease. On failure the lease is kept,
-/// with the attempt recorded.
+/// with the attempt recorded. A lease that no longer exists counts as revoked, as in Vault.
 pub fn revoke(store: &Store, settings: &Settings, lease_id: &str) -> Result<()> {
-    let record = load(store, settings, lease_id)?;
-    match delete_key(store, &record) {
+    let (role_name, id) = parse_lease_id(settings, lease_id)?;
+    let Some(record) = store.get::<LeaseRecord>(&storage_key(role_name, id))? else {
+        return Ok(());
+    };
+    match delete_key(store, settings, &record) {
         Ok(_) => store.delete(&record.storage_key()),
         Err(error) => {
             record_failure(store, &record, &error)?;
@@ -214,8 +221,12 @@ pub fn revoke(store: &Store, settings: &Settings, lease_id: &str) -> Result<()> 
 
 /// Revokes a lease for tidy. On failure the lease is kept and filed again after a backoff;
 /// returns whether the lease has just become irrevocable.
-pub fn revoke_expired(store: &Store, record: &LeaseRecord) -> Result<RevokeOutcome> {
-    match delete_key(store, record) {
+pub fn revoke_expired(
+    store: &Store,
+    settings: &Settings,
+    record: &LeaseRecord,
+) -> Result<RevokeOutcome> {
+    match delete_key(store, settings, record) {
         Ok(_) => {
             store.delete(&record.storage_key())?;
             Ok(RevokeOutcome::Revoked)
@@ -226,8 +237,14 @@ pub fn revoke_expired(store: &Store, record: &LeaseRecord) -> Result<RevokeOutco
                 record.role, record.id
             ));
             let updated = record_failure(store, record, &error)?;
-            let attempts = updated.as_ref().map_or(record.revoke_attempts + 1, |lease| lease.revoke_attempts);
-            due::file(store, &record.storage_key(), clock::now() + retry_delay(attempts))?;
+            let attempts = updated
+                .as_ref()
+                .map_or(record.revoke_attempts + 1, |lease| lease.revoke_attempts);
+            due::file(
+                store,
+                &record.storage_key(),
+                clock::now() + retry_delay(attempts),
+            )?;
             Ok(RevokeOutcome::Failed {
                 became_irrevocable: attempts == IRREVOCABLE_AFTER_ATTEMPTS,
             })
@@ -252,13 +269,15 @@ pub fn retry_delay(attempts: u32) -> u64 {
     (due::BUCKET_SECONDS << doublings).min(MAX_RETRY_SECONDS)
 }
 
-fn delete_key(store: &Store, record: &LeaseRecord) -> Result<Deletion> {
-    let connection = config::connection_for(store, &record.litellm_url)?;
-    let url = connection.base_url()?;
-    Client::new(&url, &connection.master_key).delete_key(&record.token_hash)
+fn delete_key(store: &Store, settings: &Settings, record: &LeaseRecord) -> Result<Deletion> {
+    config::client_for(store, settings, &record.litellm_url)?.delete_key(&record.token_hash)
 }
 
-fn record_failure(store: &Store, record: &LeaseRecord, error: &Error) -> Result<Option<LeaseRecord>> {
+fn record_failure(
+    store: &Store,
+    record: &LeaseRecord,
+    error: &Error,
+) -> Result<Option<LeaseRecord>> {
     let message = error.to_string();
     store.update(&record.storage_key(), |current: Option<LeaseRecord>| {
         let Some(mut current) = current else {

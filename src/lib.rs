@@ -70,7 +70,7 @@ fn with_store<T>(handler: impl FnOnce(&Settings, &Store) -> Result<T>) -> Result
 
 impl Guest for Engine {
     fn write_config(request: ConfigRequest) -> Result<Config, WitError> {
-        with_store(|_, store| config::write(store, request))
+        with_store(|settings, store| config::write(store, settings, request))
     }
 
     fn read_config() -> Result<Config, WitError> {
@@ -102,9 +102,7 @@ impl Guest for Engine {
     }
 
     fn renew_lease(lease_id: String, increment: Option<String>) -> Result<Renewal, WitError> {
-        with_store(|settings, store| {
-            lease::renew(store, settings, &lease_id, increment.as_deref())
-        })
+        with_store(|settings, store| lease::renew(store, settings, &lease_id, increment.as_deref()))
     }
 
     fn revoke_lease(lease_id: String) -> Result<(), WitError> {
@@ -120,7 +118,7 @@ impl Guest for Engine {
     }
 
     fn tidy() -> Result<TidyReport, WitError> {
-        with_store(|_, store| tidy::run(store))
+        with_store(|settings, store| tidy::run(store, settings))
     }
 }
 

@@ -49,30 +49,42 @@ struct CallError {
     retryable: bool,
 }
 
-/// A LiteLLM proxy and the master key to manage its keys with.
-pub struct Client<'a> {
-    url: &'a BaseUrl,
-    master_key: &'a str,
+/// A LiteLLM proxy and the master key to manage its keys with. It has no `Debug`, so the
+/// key cannot reach a log through it.
+pub struct Client {
+    url: BaseUrl,
+    master_key: String,
+    response_timeout_seconds: u64,
 }
 
-impl<'a> Client<'a> {
-    /// Creates a client for the proxy at `url`.
-    pub fn new(url: &'a BaseUrl, master_key: &'a str) -> Self {
-        Self { url, master_key }
+impl Client {
+    /// Creates a client for the proxy at `url` that waits `response_timeout_seconds` for
+    /// the first byte of each response.
+    pub fn new(url: BaseUrl, master_key: String, response_timeout_seconds: u64) -> Self {
+        Self {
+            url,
+            master_key,
+            response_timeout_seconds,
+        }
+    }
+
+    /// Base URL of the proxy.
+    pub fn url(&self) -> &BaseUrl {
+        &self.url
     }
 
     /// Checks that LiteLLM accepts the master key for key management, with one key listing.
     pub fn verify(&self) -> Result<()> {
         match self.call(Verb::Get, "/key/list?page=1&size=1", None) {
             Ok(_) => Ok(()),
-            Err(failure) if matches!(failure.status, Some(401 | 403)) => Err(Error::invalid(
-                format!(
+            Err(failure) if matches!(failure.status, Some(401 | 403)) => {
+                Err(Error::invalid(format!(
                     "LiteLLM at {} rejected the master key (HTTP {}); check master_key: it must \
                      be the proxy's master key or a key with key-management rights",
                     self.url,
                     failure.status.unwrap_or_default()
-                ),
-            )),
+                )))
+            }
             Err(failure) => Err(failure.error),
         }
     }
@@ -86,10 +98,11 @@ impl<'a> Client<'a> {
                 error: failure.error,
                 key_may_exist: failure.may_have_acted,
             })?;
-        self.parse_new_key(&response).map_err(|error| GenerateError {
-            error,
-            key_may_exist: true,
-        })
+        self.parse_new_key(&response)
+            .map_err(|error| GenerateError {
+                error,
+                key_may_exist: true,
+            })
     }
 
     /// Sets the key's expiry to `seconds` from now.
@@ -144,8 +157,15 @@ impl<'a> Client<'a> {
             headers.push(("content-type", "application/json"));
         }
 
-        let response = outbound::send(verb, self.url, route, &headers, body)
-            .map_err(|failure| self.transport_error(route, failure))?;
+        let response = outbound::send(
+            verb,
+            &self.url,
+            route,
+            &headers,
+            body,
+            self.response_timeout_seconds,
+        )
+        .map_err(|failure| self.transport_error(route, failure))?;
         if (200..300).contains(&response.status) {
             return Ok(response);
         }
@@ -188,7 +208,7 @@ impl<'a> Client<'a> {
                 response
                     .location
                     .as_deref()
-                    .map(|location| redact::mask(location, &[self.master_key]))
+                    .map(|location| redact::mask(location, &[&self.master_key]))
                     .unwrap_or_else(|| "no location".to_owned())
             ),
             401 => format!(
@@ -196,7 +216,10 @@ impl<'a> Client<'a> {
                  write the config again with a valid master_key",
                 self.url
             ),
-            _ => format!("LiteLLM at {} returned HTTP {status} for {route}: {detail}", self.url),
+            _ => format!(
+                "LiteLLM at {} returned HTTP {status} for {route}: {detail}",
+                self.url
+            ),
         };
         CallError {
             error: Error::upstream(Some(status), message),
@@ -217,7 +240,7 @@ impl<'a> Client<'a> {
         if message.is_empty() {
             return "empty response body".to_owned();
         }
-        redact::mask(&message, &[self.master_key])
+        redact::mask(&message, &[&self.master_key])
     }
 
     fn parse_new_key(&self, response: &Response) -> Result<NewKey> {
@@ -305,7 +328,10 @@ fn validation_messages(items: &[Value]) -> String {
 }
 
 fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Builds a JSON object from optional fields, leaving out the absent ones.

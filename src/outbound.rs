@@ -13,7 +13,6 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const CONNECT_TIMEOUT_SECONDS: u64 = 5;
-const FIRST_BYTE_TIMEOUT_SECONDS: u64 = 30;
 const BETWEEN_BYTES_TIMEOUT_SECONDS: u64 = 10;
 
 /// Largest chunk `blocking-write-and-flush` accepts.
@@ -63,13 +62,15 @@ impl Failure {
     }
 }
 
-/// Sends a request to `route` under `base` and reads the whole response.
+/// Sends a request to `route` under `base` and reads the whole response, waiting at most
+/// `first_byte_timeout_seconds` for the response to start.
 pub fn send(
     verb: Verb,
     base: &BaseUrl,
     route: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
+    first_byte_timeout_seconds: u64,
 ) -> Result<Response, Failure> {
     let request = build_request(verb, base, route, headers)
         .map_err(|reason| Failure::NotSent(format!("building the request failed: {reason}")))?;
@@ -77,9 +78,11 @@ pub fn send(
         .body()
         .map_err(|()| Failure::NotSent("the request body was already taken".to_owned()))?;
 
-    let future = outgoing_handler::handle(request, Some(options()))
+    let future = outgoing_handler::handle(request, Some(options(first_byte_timeout_seconds)))
         .map_err(|code| classify(base, &code))?;
-    write_body(outgoing_body, body.unwrap_or_default()).map_err(Failure::Broken)?;
+    // A host that rejects the request closes the body stream, so a write failure is
+    // reported only after the response future, which carries the reason.
+    let written = write_body(outgoing_body, body.unwrap_or_default());
 
     let pollable = future.subscribe();
     pollable.block();
@@ -90,6 +93,7 @@ pub fn send(
             return Err(Failure::Broken("the response was already taken".to_owned()));
         }
     };
+    written.map_err(Failure::Broken)?;
     read_response(base, response)
 }
 
@@ -115,7 +119,9 @@ fn build_request(
         Scheme::Https => WasiScheme::Https,
     };
     request.set_method(&method).map_err(|()| "invalid method")?;
-    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "invalid scheme")?;
     request
         .set_authority(Some(base.authority()))
         .map_err(|()| "invalid authority")?;
@@ -125,15 +131,14 @@ fn build_request(
     Ok(request)
 }
 
-fn options() -> RequestOptions {
+fn options(first_byte_timeout_seconds: u64) -> RequestOptions {
     let options = RequestOptions::new();
     // A host that does not support a timeout rejects setting it; the request then runs
     // with the host's own limits, so the results are ignored.
     let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_SECONDS * NANOS_PER_SECOND));
-    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_SECONDS * NANOS_PER_SECOND));
-    let _ = options.set_between_bytes_timeout(Some(
-        BETWEEN_BYTES_TIMEOUT_SECONDS * NANOS_PER_SECOND,
-    ));
+    let _ = options.set_first_byte_timeout(Some(first_byte_timeout_seconds * NANOS_PER_SECOND));
+    let _ =
+        options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_SECONDS * NANOS_PER_SECOND));
     options
 }
 
@@ -165,9 +170,9 @@ fn read_response(base: &BaseUrl, response: IncomingResponse) -> Result<Response,
         .map_err(|()| Failure::Broken("the response body was already taken".to_owned()))?;
     let mut body = Vec::new();
     {
-        let stream = incoming_body
-            .stream()
-            .map_err(|()| Failure::Broken("the response body stream was already taken".to_owned()))?;
+        let stream = incoming_body.stream().map_err(|()| {
+            Failure::Broken("the response body stream was already taken".to_owned())
+        })?;
         loop {
             match stream.blocking_read(READ_CHUNK_BYTES) {
                 Ok(chunk) => {
@@ -237,7 +242,10 @@ fn describe(code: &ErrorCode) -> String {
         }
         ErrorCode::DnsError(payload) => format!(
             "DNS lookup failed ({})",
-            payload.rcode.clone().unwrap_or_else(|| "no response code".to_owned())
+            payload
+                .rcode
+                .clone()
+                .unwrap_or_else(|| "no response code".to_owned())
         ),
         ErrorCode::InternalError(Some(message)) => message.clone(),
         other => format!("{other:?}"),

@@ -255,7 +255,9 @@ fn validate_models(models: &[String]) -> Result<Vec<String>> {
             )));
         }
         if accepted.contains(model) {
-            return Err(Error::invalid(format!("models lists {shown:?} twice; list it once")));
+            return Err(Error::invalid(format!(
+                "models lists {shown:?} twice; list it once"
+            )));
         }
         accepted.push(model.clone());
     }
@@ -322,7 +324,9 @@ fn validate_metadata(text: &str) -> Result<Map<String, Value>> {
         )));
     }
     let value: Value = serde_json::from_str(text).map_err(|error| {
-        Error::invalid(format!("metadata must be a JSON object, but it is not valid JSON: {error}"))
+        Error::invalid(format!(
+            "metadata must be a JSON object, but it is not valid JSON: {error}"
+        ))
     })?;
     let map = match value {
         Value::Object(map) => map,
@@ -334,7 +338,10 @@ fn validate_metadata(text: &str) -> Result<Map<String, Value>> {
             )));
         }
     };
-    if let Some(reserved) = map.keys().find(|key| key.starts_with(RESERVED_METADATA_PREFIX)) {
+    if let Some(reserved) = map
+        .keys()
+        .find(|key| key.starts_with(RESERVED_METADATA_PREFIX))
+    {
         return Err(Error::invalid(format!(
             "metadata key {:?} is reserved: keys starting with {RESERVED_METADATA_PREFIX} are \
              set by the engine; rename it",

@@ -10,6 +10,10 @@ pub const DEFAULT_TTL: u64 = 3600;
 /// Lease lifetime cap when the role sets none, as Vault's default system maximum (768h).
 pub const MAX_TTL: u64 = 768 * 3600;
 
+/// Wait for the start of each LiteLLM response. `/key/generate` writes to LiteLLM's
+/// database, which takes well under a second when healthy.
+pub const LITELLM_TIMEOUT: u64 = 30;
+
 /// Settings that shape lease ids, storage and TTL defaults.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -21,6 +25,8 @@ pub struct Settings {
     pub default_ttl: u64,
     /// Cap in seconds on any lease's lifetime.
     pub max_ttl: u64,
+    /// Wait in seconds for the start of each LiteLLM response.
+    pub litellm_timeout: u64,
 }
 
 impl Settings {
@@ -31,6 +37,7 @@ impl Settings {
         let bucket = read("key_value_store")?.unwrap_or_else(|| "default".to_owned());
         let default_ttl = read_duration("default_ttl", DEFAULT_TTL)?;
         let max_ttl = read_duration("max_ttl", MAX_TTL)?;
+        let litellm_timeout = read_duration("litellm_timeout", LITELLM_TIMEOUT)?;
 
         if default_ttl > max_ttl {
             return Err(Error::invalid(format!(
@@ -43,6 +50,7 @@ impl Settings {
             bucket,
             default_ttl,
             max_ttl,
+            litellm_timeout,
         })
     }
 }

@@ -118,9 +118,7 @@ impl Store {
 
             let value = match change(current)? {
                 Update::Keep => {
-                    return current_bytes
-                        .map(|bytes| decode(key, &bytes))
-                        .transpose();
+                    return current_bytes.map(|bytes| decode(key, &bytes)).transpose();
                 }
                 Update::Put(value) => value,
             };
@@ -169,7 +167,10 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
 }
 
 fn failed(action: &str, key: &str, error: &store::Error) -> Error {
-    Error::storage(format!("{action} {key} in the key-value store failed: {}", describe(error)))
+    Error::storage(format!(
+        "{action} {key} in the key-value store failed: {}",
+        describe(error)
+    ))
 }
 
 fn describe(error: &store::Error) -> String {

@@ -7,6 +7,7 @@ use crate::creds::{self, PENDING_GRACE_SECONDS, PendingRecord};
 use crate::due::{self, Entry};
 use crate::error::Result;
 use crate::lease::{self, LeaseRecord, RevokeOutcome};
+use crate::settings::Settings;
 use crate::store::Store;
 
 /// Records one tidy call looks at before it returns with `complete: false`, so that a
@@ -22,7 +23,7 @@ enum Next {
 }
 
 /// Runs one tidy pass at the current time.
-pub fn run(store: &Store) -> Result<TidyReport> {
+pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
     let now = clock::now();
     let mut report = TidyReport {
         revoked_leases: 0,
@@ -43,7 +44,7 @@ pub fn run(store: &Store) -> Result<TidyReport> {
                 return Ok(report);
             }
             records_seen += 1;
-            match visit(store, entry, now, &mut report)? {
+            match visit(store, settings, entry, now, &mut report)? {
                 Next::Done => due::remove(store, entry)?,
                 Next::Later => kept += 1,
             }
@@ -55,24 +56,31 @@ pub fn run(store: &Store) -> Result<TidyReport> {
     Ok(report)
 }
 
-fn visit(store: &Store, entry: &Entry, now: u64, report: &mut TidyReport) -> Result<Next> {
+fn visit(
+    store: &Store,
+    settings: &Settings,
+    entry: &Entry,
+    now: u64,
+    report: &mut TidyReport,
+) -> Result<Next> {
     if entry.record_key.starts_with("lease/") {
         let Some(record) = store.get::<LeaseRecord>(&entry.record_key)? else {
             return Ok(Next::Done);
         };
-        return visit_lease(store, &record, now, report);
+        return visit_lease(store, settings, &record, now, report);
     }
     if entry.record_key.starts_with("pending/") {
         let Some(pending) = store.get::<PendingRecord>(&entry.record_key)? else {
             return Ok(Next::Done);
         };
-        return visit_pending(store, &pending, now, report);
+        return visit_pending(store, settings, &pending, now, report);
     }
     Ok(Next::Done)
 }
 
 fn visit_lease(
     store: &Store,
+    settings: &Settings,
     record: &LeaseRecord,
     now: u64,
     report: &mut TidyReport,
@@ -80,13 +88,15 @@ fn visit_lease(
     if record.expires_at > now {
         // A renewal filed the lease again under its new expiry, so an entry in an earlier
         // bucket is finished.
-        return Ok(if due::bucket_of(record.expires_at) == due::bucket_of(now) {
-            Next::Later
-        } else {
-            Next::Done
-        });
+        return Ok(
+            if due::bucket_of(record.expires_at) == due::bucket_of(now) {
+                Next::Later
+            } else {
+                Next::Done
+            },
+        );
     }
-    match lease::revoke_expired(store, record)? {
+    match lease::revoke_expired(store, settings, record)? {
         RevokeOutcome::Revoked => report.revoked_leases += 1,
         RevokeOutcome::Failed { became_irrevocable } => {
             report.failed += 1;
@@ -100,6 +110,7 @@ fn visit_lease(
 
 fn visit_pending(
     store: &Store,
+    settings: &Settings,
     pending: &PendingRecord,
     now: u64,
     report: &mut TidyReport,
@@ -111,7 +122,7 @@ fn visit_pending(
         store.delete(&pending.storage_key())?;
         return Ok(Next::Done);
     }
-    if creds::clean_up(store, pending)? {
+    if creds::clean_up(store, settings, pending)? {
         report.cleaned_pending += 1;
     } else {
         report.failed += 1;

@@ -1,5 +1,11 @@
 //! Integration tests: the built engine component under wasmtime, against the LiteLLM
 //! double and, when `LITELLM_URL` and `LITELLM_MASTER_KEY` are set, the real proxy.
 
+mod config;
+mod creds;
+mod leases;
+mod races;
 mod real_litellm;
 mod roles;
+mod tidy;
+mod upstream;

@@ -16,8 +16,12 @@ struct RealLiteLlm {
 }
 
 fn real_litellm(test: &str) -> Option<RealLiteLlm> {
-    let url = std::env::var("LITELLM_URL").ok().filter(|url| !url.is_empty());
-    let master_key = std::env::var("LITELLM_MASTER_KEY").ok().filter(|key| !key.is_empty());
+    let url = std::env::var("LITELLM_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let master_key = std::env::var("LITELLM_MASTER_KEY")
+        .ok()
+        .filter(|key| !key.is_empty());
     match (url, master_key) {
         (Some(url), Some(master_key)) => Some(RealLiteLlm { url, master_key }),
         _ => {
@@ -26,7 +30,9 @@ fn real_litellm(test: &str) -> Option<RealLiteLlm> {
                 !required,
                 "{test}: LITELLM_REQUIRED=1 but LITELLM_URL or LITELLM_MASTER_KEY is not set"
             );
-            eprintln!("SKIPPED {test}: set LITELLM_URL and LITELLM_MASTER_KEY to run it against a real LiteLLM");
+            eprintln!(
+                "SKIPPED {test}: set LITELLM_URL and LITELLM_MASTER_KEY to run it against a real LiteLLM"
+            );
             None
         }
     }
@@ -54,23 +60,33 @@ fn scoped_role(models: &[&str], ttl: &str) -> RoleRequest {
 }
 
 async fn chat_status(real: &RealLiteLlm, credential: &Credential, model: &str) -> (u16, Value) {
-    let reply = chat_completion(&real.url, &credential.key, model).await.expect("chat request");
+    let reply = chat_completion(&real.url, &credential.key, model)
+        .await
+        .expect("chat request");
     (reply.status, reply.json())
 }
 
 fn error_type(body: &Value) -> &str {
-    body.pointer("/error/type").and_then(Value::as_str).unwrap_or("")
+    body.pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_key_is_scoped_then_revoked() {
-    let Some(real) = real_litellm("real_key_is_scoped_then_revoked") else { return };
+    let Some(real) = real_litellm("real_key_is_scoped_then_revoked") else {
+        return;
+    };
     let host = configured_host(&real, "scoped", scoped_role(&["gpt-4o-mini"], "10m")).await;
     let credential = host.try_issue_credential("scoped", None).await.value();
 
     let (status, body) = chat_status(&real, &credential, "gpt-4o-mini").await;
     assert_eq!(status, 200, "allowed model: {body}");
-    assert_eq!(body.pointer("/choices/0/message/role").and_then(Value::as_str), Some("assistant"));
+    assert_eq!(
+        body.pointer("/choices/0/message/role")
+            .and_then(Value::as_str),
+        Some("assistant")
+    );
 
     let (status, body) = chat_status(&real, &credential, "gpt-4o").await;
     assert_eq!(status, 403, "other model: {body}");
@@ -81,13 +97,20 @@ async fn real_key_is_scoped_then_revoked() {
     assert_eq!(status, 401, "after revoke: {body}");
     assert_eq!(error_type(&body), "token_not_found_in_db");
 
-    let info = key_info(&real.url, &real.master_key, &credential.key).await.expect("key info");
-    assert_eq!(info.json().pointer("/info/status").and_then(Value::as_str), Some("deleted"));
+    let info = key_info(&real.url, &real.master_key, &credential.key)
+        .await
+        .expect("key info");
+    assert_eq!(
+        info.json().pointer("/info/status").and_then(Value::as_str),
+        Some("deleted")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_tidy_revokes_expired_lease() {
-    let Some(real) = real_litellm("real_tidy_revokes_expired_lease") else { return };
+    let Some(real) = real_litellm("real_tidy_revokes_expired_lease") else {
+        return;
+    };
     let host = configured_host(&real, "short", scoped_role(&["gpt-4o-mini"], "30s")).await;
     let credential = host.try_issue_credential("short", None).await.value();
     assert_eq!(credential.lease_duration, 30);
@@ -107,19 +130,30 @@ async fn real_tidy_revokes_expired_lease() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_renew_moves_litellm_expiry() {
-    let Some(real) = real_litellm("real_renew_moves_litellm_expiry") else { return };
+    let Some(real) = real_litellm("real_renew_moves_litellm_expiry") else {
+        return;
+    };
     let host = configured_host(&real, "renewable", scoped_role(&["gpt-4o-mini"], "60s")).await;
     let credential = host.try_issue_credential("renewable", None).await.value();
 
     let before = expires_of(&real, &credential).await;
-    let renewal = host.try_renew_lease(&credential.lease_id, Some("600")).await.value();
+    let renewal = host
+        .try_renew_lease(&credential.lease_id, Some("600"))
+        .await
+        .value();
     assert_eq!(renewal.lease_duration, 600);
     let after = expires_of(&real, &credential).await;
 
     // Issue set LiteLLM's expiry to about now + 60 + 60 s, the renewal to now + 600 + 60 s.
     let moved = after - before;
-    assert!((530..=560).contains(&moved), "expires moved by {moved} s: {before} -> {after}");
-    assert!(after >= renewal.lease.expires_at as i64 - 5, "key ends before its lease");
+    assert!(
+        (530..=560).contains(&moved),
+        "expires moved by {moved} s: {before} -> {after}"
+    );
+    assert!(
+        after >= renewal.lease.expires_at as i64 - 5,
+        "key ends before its lease"
+    );
     assert_eq!(chat_status(&real, &credential, "gpt-4o-mini").await.0, 200);
 
     host.try_revoke_lease(&credential.lease_id).await.value();
@@ -127,7 +161,9 @@ async fn real_renew_moves_litellm_expiry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_key_carries_role_scope() {
-    let Some(real) = real_litellm("real_key_carries_role_scope") else { return };
+    let Some(real) = real_litellm("real_key_carries_role_scope") else {
+        return;
+    };
     let request = RoleRequest {
         max_budget: Some(3.5),
         tpm_limit: Some(5000),
@@ -138,9 +174,16 @@ async fn real_key_carries_role_scope() {
     };
     let host = configured_host(&real, "scope", request).await;
     let credential = host.try_issue_credential("scope", None).await.value();
-    assert!(credential.key_alias.starts_with("ci-team-scope-"), "{}", credential.key_alias);
+    assert!(
+        credential.key_alias.starts_with("ci-team-scope-"),
+        "{}",
+        credential.key_alias
+    );
 
-    let info = key_info(&real.url, &real.master_key, &credential.key).await.expect("key info").json();
+    let info = key_info(&real.url, &real.master_key, &credential.key)
+        .await
+        .expect("key info")
+        .json();
     let info = &info["info"];
     assert_eq!(info["key_alias"], Value::from(credential.key_alias.clone()));
     assert_eq!(info["models"], serde_json::json!(["gpt-4o-mini"]));
@@ -151,7 +194,10 @@ async fn real_key_carries_role_scope() {
     assert_eq!(info["metadata"]["cost_center"], 1234);
     assert_eq!(info["metadata"]["nested"]["k"], true);
     assert_eq!(info["metadata"]["secrets_engine_role"], "scope");
-    assert_eq!(info["metadata"]["secrets_engine_lease_id"], Value::from(credential.lease_id.clone()));
+    assert_eq!(
+        info["metadata"]["secrets_engine_lease_id"],
+        Value::from(credential.lease_id.clone())
+    );
 
     // key_type llm_api: the minted key cannot manage keys.
     let generate = http_client::send(
@@ -169,7 +215,9 @@ async fn real_key_carries_role_scope() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_revoke_after_out_of_band_delete() {
-    let Some(real) = real_litellm("real_revoke_after_out_of_band_delete") else { return };
+    let Some(real) = real_litellm("real_revoke_after_out_of_band_delete") else {
+        return;
+    };
     let host = configured_host(&real, "gone", scoped_role(&["gpt-4o-mini"], "5m")).await;
     let credential = host.try_issue_credential("gone", None).await.value();
 
@@ -189,7 +237,9 @@ async fn real_revoke_after_out_of_band_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_wrong_master_key_stores_nothing() {
-    let Some(real) = real_litellm("real_wrong_master_key_stores_nothing") else { return };
+    let Some(real) = real_litellm("real_wrong_master_key_stores_nothing") else {
+        return;
+    };
     let host = TestHost::new();
     let config = ConfigRequest {
         url: Some(real.url.clone()),
@@ -197,14 +247,20 @@ async fn real_wrong_master_key_stores_nothing() {
     };
     let error = host.try_write_config(&config).await.error();
     let message = invalid_input(&error);
-    assert!(message.contains("rejected the master key (HTTP 401)"), "{message}");
+    assert!(
+        message.contains("rejected the master key (HTTP 401)"),
+        "{message}"
+    );
     assert!(!message.contains("sk-wrong-master"));
     host.try_read_config().await.error();
 }
 
 /// Returns LiteLLM's `expires` of the credential's key as Unix seconds.
 async fn expires_of(real: &RealLiteLlm, credential: &Credential) -> i64 {
-    let info = key_info(&real.url, &real.master_key, &credential.key).await.expect("key info").json();
+    let info = key_info(&real.url, &real.master_key, &credential.key)
+        .await
+        .expect("key info")
+        .json();
     let text = info
         .pointer("/info/expires")
         .and_then(Value::as_str)
@@ -238,7 +294,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[test]
 fn unix_seconds_parses_both_forms() {
     assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
-    assert_eq!(unix_seconds("2026-12-04T15:47:05.251807Z"), Some(1_796_399_225));
-    assert_eq!(unix_seconds("2026-12-04T15:47:05.251000+00:00"), Some(1_796_399_225));
+    assert_eq!(
+        unix_seconds("2026-12-04T15:47:05.251807Z"),
+        Some(1_796_399_225)
+    );
+    assert_eq!(
+        unix_seconds("2026-12-04T15:47:05.251000+00:00"),
+        Some(1_796_399_225)
+    );
     assert_eq!(unix_seconds("2026-12-04T15:47:05+01:00"), None);
 }

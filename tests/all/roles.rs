@@ -1,7 +1,9 @@
 //! Role writes, reads, deletes and listing, and every role field's validation. None of
 //! these need LiteLLM.
 
-use litellm_secrets_tests::expect::{EngineResult, invalid_input, not_found, role_request, role_with_models};
+use litellm_secrets_tests::expect::{
+    EngineResult, invalid_input, not_found, role_request, role_with_models,
+};
 use litellm_secrets_tests::host::{RoleRequest, TestHost};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,11 +56,21 @@ async fn role_defaults_apply_to_new_role() {
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_models_warns_unrestricted() {
     let host = TestHost::new();
-    let written = host.try_write_role("open", &role_with_models(&[])).await.value();
+    let written = host
+        .try_write_role("open", &role_with_models(&[]))
+        .await
+        .value();
     assert_eq!(written.warnings.len(), 1);
-    assert!(written.warnings[0].contains("every model"), "{}", written.warnings[0]);
+    assert!(
+        written.warnings[0].contains("every model"),
+        "{}",
+        written.warnings[0]
+    );
 
-    let scoped = host.try_write_role("scoped", &role_with_models(&["gpt-4o-mini"])).await.value();
+    let scoped = host
+        .try_write_role("scoped", &role_with_models(&["gpt-4o-mini"]))
+        .await
+        .value();
     assert!(scoped.warnings.is_empty());
 }
 
@@ -116,29 +128,119 @@ async fn zero_clears_limits_and_budget() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_fields_are_rejected_and_change_nothing() {
     let host = TestHost::new();
-    host.try_write_role("dev", &role_with_models(&["gpt-4o-mini"])).await.value();
+    host.try_write_role("dev", &role_with_models(&["gpt-4o-mini"]))
+        .await
+        .value();
     let before = host.try_read_role("dev").await.value();
 
     let cases: Vec<(RoleRequest, &str)> = vec![
-        (RoleRequest { max_budget: Some(-1.0), ..role_request() }, "max_budget"),
-        (RoleRequest { max_budget: Some(f64::NAN), ..role_request() }, "max_budget"),
-        (RoleRequest { max_budget: Some(f64::INFINITY), ..role_request() }, "max_budget"),
-        (RoleRequest { budget_duration: Some("soon".into()), ..role_request() }, "budget_duration"),
-        (RoleRequest { budget_duration: Some("0d".into()), ..role_request() }, "budget_duration"),
-        (RoleRequest { budget_duration: Some("60".into()), ..role_request() }, "budget_duration"),
-        (RoleRequest { budget_duration: Some("1.5h".into()), ..role_request() }, "budget_duration"),
-        (RoleRequest { models: Some(vec!["".into()]), ..role_request() }, "models"),
-        (RoleRequest { models: Some(vec![" gpt".into()]), ..role_request() }, "models"),
-        (RoleRequest { models: Some(vec!["a".into(), "a".into()]), ..role_request() }, "models"),
-        (RoleRequest { models: Some(vec!["x\ny".into()]), ..role_request() }, "models"),
-        (RoleRequest { ttl: Some("2h".into()), max_ttl: Some("1h".into()), ..role_request() }, "ttl"),
-        (RoleRequest { max_ttl: Some("800h".into()), ..role_request() }, "max_ttl"),
-        (RoleRequest { ttl: Some("800h".into()), ..role_request() }, "ttl"),
+        (
+            RoleRequest {
+                max_budget: Some(-1.0),
+                ..role_request()
+            },
+            "max_budget",
+        ),
+        (
+            RoleRequest {
+                max_budget: Some(f64::NAN),
+                ..role_request()
+            },
+            "max_budget",
+        ),
+        (
+            RoleRequest {
+                max_budget: Some(f64::INFINITY),
+                ..role_request()
+            },
+            "max_budget",
+        ),
+        (
+            RoleRequest {
+                budget_duration: Some("soon".into()),
+                ..role_request()
+            },
+            "budget_duration",
+        ),
+        (
+            RoleRequest {
+                budget_duration: Some("0d".into()),
+                ..role_request()
+            },
+            "budget_duration",
+        ),
+        (
+            RoleRequest {
+                budget_duration: Some("60".into()),
+                ..role_request()
+            },
+            "budget_duration",
+        ),
+        (
+            RoleRequest {
+                budget_duration: Some("1.5h".into()),
+                ..role_request()
+            },
+            "budget_duration",
+        ),
+        (
+            RoleRequest {
+                models: Some(vec!["".into()]),
+                ..role_request()
+            },
+            "models",
+        ),
+        (
+            RoleRequest {
+                models: Some(vec![" gpt".into()]),
+                ..role_request()
+            },
+            "models",
+        ),
+        (
+            RoleRequest {
+                models: Some(vec!["a".into(), "a".into()]),
+                ..role_request()
+            },
+            "models",
+        ),
+        (
+            RoleRequest {
+                models: Some(vec!["x\ny".into()]),
+                ..role_request()
+            },
+            "models",
+        ),
+        (
+            RoleRequest {
+                ttl: Some("2h".into()),
+                max_ttl: Some("1h".into()),
+                ..role_request()
+            },
+            "ttl",
+        ),
+        (
+            RoleRequest {
+                max_ttl: Some("800h".into()),
+                ..role_request()
+            },
+            "max_ttl",
+        ),
+        (
+            RoleRequest {
+                ttl: Some("800h".into()),
+                ..role_request()
+            },
+            "ttl",
+        ),
     ];
     for (request, field) in cases {
         let error = host.try_write_role("dev", &request).await.error();
         let message = invalid_input(&error);
-        assert!(message.contains(field), "message {message:?} does not name {field}");
+        assert!(
+            message.contains(field),
+            "message {message:?} does not name {field}"
+        );
     }
 
     let after = host.try_read_role("dev").await.value();
@@ -150,7 +252,9 @@ async fn invalid_fields_are_rejected_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn budget_duration_accepts_litellm_syntax() {
     let host = TestHost::new();
-    for period in ["30s", "15m", "1h", "7d", "2w", "1mo", "hourly", "daily", "weekly", "monthly"] {
+    for period in [
+        "30s", "15m", "1h", "7d", "2w", "1mo", "hourly", "daily", "weekly", "monthly",
+    ] {
         let request = RoleRequest {
             budget_duration: Some(period.into()),
             ..role_with_models(&["m"])
@@ -204,39 +308,86 @@ async fn c13_ttl_zero_empty_negative_unparsable() {
         let error = host.try_write_role("t2", &request).await.error();
         let message = invalid_input(&error);
         assert!(message.contains("ttl"), "{message}");
-        assert!(message.contains(&format!("{ttl:?}")), "{message} does not quote {ttl:?}");
+        assert!(
+            message.contains(&format!("{ttl:?}")),
+            "{message} does not quote {ttl:?}"
+        );
     }
     assert!(not_found(&host.try_read_role("t2").await.error()).contains("t2"));
 
-    let seconds = RoleRequest { ttl: Some("3600".into()), ..role_with_models(&["m"]) };
-    let units = RoleRequest { ttl: Some("1h".into()), ..role_with_models(&["m"]) };
-    let go_style = RoleRequest { ttl: Some("30m1800s".into()), ..role_with_models(&["m"]) };
-    assert_eq!(host.try_write_role("a", &seconds).await.value().role.ttl, 3600);
-    assert_eq!(host.try_write_role("b", &units).await.value().role.ttl, 3600);
-    assert_eq!(host.try_write_role("c", &go_style).await.value().role.ttl, 3600);
+    let seconds = RoleRequest {
+        ttl: Some("3600".into()),
+        ..role_with_models(&["m"])
+    };
+    let units = RoleRequest {
+        ttl: Some("1h".into()),
+        ..role_with_models(&["m"])
+    };
+    let go_style = RoleRequest {
+        ttl: Some("30m1800s".into()),
+        ..role_with_models(&["m"])
+    };
+    assert_eq!(
+        host.try_write_role("a", &seconds).await.value().role.ttl,
+        3600
+    );
+    assert_eq!(
+        host.try_write_role("b", &units).await.value().role.ttl,
+        3600
+    );
+    assert_eq!(
+        host.try_write_role("c", &go_style).await.value().role.ttl,
+        3600
+    );
 
     for max_ttl in ["-5", "-1", "banana", "1x", "1mo"] {
-        let request = RoleRequest { max_ttl: Some(max_ttl.into()), ..role_with_models(&["m"]) };
+        let request = RoleRequest {
+            max_ttl: Some(max_ttl.into()),
+            ..role_with_models(&["m"])
+        };
         let error = host.try_write_role("t3", &request).await.error();
         assert!(invalid_input(&error).contains("max_ttl"));
     }
     for max_ttl in ["0", "", "0s"] {
-        let request = RoleRequest { max_ttl: Some(max_ttl.into()), ..role_with_models(&["m"]) };
-        assert_eq!(host.try_write_role("t4", &request).await.value().role.max_ttl, 0);
+        let request = RoleRequest {
+            max_ttl: Some(max_ttl.into()),
+            ..role_with_models(&["m"])
+        };
+        assert_eq!(
+            host.try_write_role("t4", &request)
+                .await
+                .value()
+                .role
+                .max_ttl,
+            0
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fractional_and_sub_second_durations() {
     let host = TestHost::new();
-    let fractional = RoleRequest { ttl: Some("1.5h".into()), ..role_with_models(&["m"]) };
-    assert_eq!(host.try_write_role("f", &fractional).await.value().role.ttl, 5400);
+    let fractional = RoleRequest {
+        ttl: Some("1.5h".into()),
+        ..role_with_models(&["m"])
+    };
+    assert_eq!(
+        host.try_write_role("f", &fractional).await.value().role.ttl,
+        5400
+    );
 
-    let millis = RoleRequest { ttl: Some("1500ms".into()), ..role_with_models(&["m"]) };
+    let millis = RoleRequest {
+        ttl: Some("1500ms".into()),
+        ..role_with_models(&["m"])
+    };
     let error = host.try_write_role("f", &millis).await.error();
     assert!(invalid_input(&error).contains("whole number of seconds"));
 
-    let days = RoleRequest { ttl: Some("1d".into()), max_ttl: Some("2d".into()), ..role_with_models(&["m"]) };
+    let days = RoleRequest {
+        ttl: Some("1d".into()),
+        max_ttl: Some("2d".into()),
+        ..role_with_models(&["m"])
+    };
     let role = host.try_write_role("f", &days).await.value().role;
     assert_eq!((role.ttl, role.max_ttl), (86_400, 172_800));
 }
@@ -265,7 +416,10 @@ async fn c03_alias_prefix_rejected_at_role_write() {
         let error = host.try_write_role(&name, &request).await.error();
         let message = invalid_input(&error);
         assert!(message.contains("key_alias_prefix"), "{message}");
-        assert!(message.contains("1 to 64 ASCII letters, digits, '.', '_' and '-'"), "{message}");
+        assert!(
+            message.contains("1 to 64 ASCII letters, digits, '.', '_' and '-'"),
+            "{message}"
+        );
         host.try_read_role(&name).await.error();
     }
     assert!(host.try_list_roles().await.value().is_empty());
@@ -284,26 +438,43 @@ async fn c03_alias_prefix_rejected_at_role_write() {
 #[tokio::test(flavor = "multi_thread")]
 async fn c10_metadata_must_be_object() {
     let host = TestHost::new();
-    for (name, metadata) in [("m1", r#"["a","b"]"#), ("m2", r#""team=a""#), ("m5", "12"), ("m6", "{")] {
+    for (name, metadata) in [
+        ("m1", r#"["a","b"]"#),
+        ("m2", r#""team=a""#),
+        ("m5", "12"),
+        ("m6", "{"),
+    ] {
         let request = RoleRequest {
             metadata: Some(metadata.into()),
             ..role_with_models(&["gpt-4o-mini"])
         };
         let error = host.try_write_role(name, &request).await.error();
-        assert!(invalid_input(&error).contains("metadata must be a JSON object"), "{error:?}");
+        assert!(
+            invalid_input(&error).contains("metadata must be a JSON object"),
+            "{error:?}"
+        );
     }
 
     let nested = r#"{"team":"a","cost_center":1234,"tags":["x"],"nested":{"k":true}}"#;
-    let request = RoleRequest { metadata: Some(nested.into()), ..role_with_models(&["gpt-4o-mini"]) };
+    let request = RoleRequest {
+        metadata: Some(nested.into()),
+        ..role_with_models(&["gpt-4o-mini"])
+    };
     host.try_write_role("m3", &request).await.value();
     assert_eq!(host.try_read_role("m3").await.value().metadata, nested);
 
-    let request = RoleRequest { metadata: Some("null".into()), ..role_with_models(&["gpt-4o-mini"]) };
+    let request = RoleRequest {
+        metadata: Some("null".into()),
+        ..role_with_models(&["gpt-4o-mini"])
+    };
     host.try_write_role("m4", &request).await.value();
     assert_eq!(host.try_read_role("m4").await.value().metadata, "{}");
 
     let reserved = r#"{"secrets_engine_role":"other"}"#;
-    let request = RoleRequest { metadata: Some(reserved.into()), ..role_with_models(&["m"]) };
+    let request = RoleRequest {
+        metadata: Some(reserved.into()),
+        ..role_with_models(&["m"])
+    };
     let error = host.try_write_role("m7", &request).await.error();
     assert!(invalid_input(&error).contains("reserved"));
 }
@@ -312,16 +483,37 @@ async fn c10_metadata_must_be_object() {
 #[tokio::test(flavor = "multi_thread")]
 async fn c18_role_name_rule_on_every_path() {
     let host = TestHost::new();
-    host.try_write_role("Dev", &role_with_models(&["m-upper"])).await.value();
-    host.try_write_role("dev", &role_with_models(&["m-lower"])).await.value();
+    host.try_write_role("Dev", &role_with_models(&["m-upper"]))
+        .await
+        .value();
+    host.try_write_role("dev", &role_with_models(&["m-lower"]))
+        .await
+        .value();
     assert_eq!(host.try_list_roles().await.value(), ["Dev", "dev"]);
     assert_eq!(host.try_read_role("Dev").await.value().models, ["m-upper"]);
     assert_eq!(host.try_read_role("dev").await.value().models, ["m-lower"]);
 
     let long = "a".repeat(300);
-    for name in ["a/b", "a%2Fb", "café", "", long.as_str(), "_x", "a b", "a.b", "..", "a\u{0}"] {
-        let error = host.try_write_role(name, &role_with_models(&["m"])).await.error();
-        assert!(invalid_input(&error).contains("role name is invalid"), "{name:?}: {error:?}");
+    for name in [
+        "a/b",
+        "a%2Fb",
+        "café",
+        "",
+        long.as_str(),
+        "_x",
+        "a b",
+        "a.b",
+        "..",
+        "a\u{0}",
+    ] {
+        let error = host
+            .try_write_role(name, &role_with_models(&["m"]))
+            .await
+            .error();
+        assert!(
+            invalid_input(&error).contains("role name is invalid"),
+            "{name:?}: {error:?}"
+        );
         let read = host.try_read_role(name).await.error();
         invalid_input(&read);
         let delete = host.try_delete_role(name).await.error();
@@ -330,20 +522,28 @@ async fn c18_role_name_rule_on_every_path() {
         invalid_input(&creds);
     }
 
-    host.try_write_role("a_b", &role_with_models(&["one"])).await.value();
-    host.try_write_role("a-b", &role_with_models(&["two"])).await.value();
+    host.try_write_role("a_b", &role_with_models(&["one"]))
+        .await
+        .value();
+    host.try_write_role("a-b", &role_with_models(&["two"]))
+        .await
+        .value();
     assert_eq!(host.try_read_role("a_b").await.value().models, ["one"]);
     assert_eq!(host.try_read_role("a-b").await.value().models, ["two"]);
 
     let longest = "r".repeat(128);
-    host.try_write_role(&longest, &role_with_models(&["m"])).await.value();
+    host.try_write_role(&longest, &role_with_models(&["m"]))
+        .await
+        .value();
     assert_eq!(host.try_read_role(&longest).await.value().name, longest);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_role_is_idempotent() {
     let host = TestHost::new();
-    host.try_write_role("x", &role_with_models(&["m"])).await.value();
+    host.try_write_role("x", &role_with_models(&["m"]))
+        .await
+        .value();
     host.try_delete_role("x").await.value();
     host.try_delete_role("x").await.value();
     let error = host.try_read_role("x").await.error();
@@ -356,12 +556,18 @@ async fn c19_list_roles_empty_after_delete() {
     let host = TestHost::new();
     assert!(host.try_list_roles().await.value().is_empty());
 
-    host.try_write_role("x", &role_with_models(&["m"])).await.value();
+    host.try_write_role("x", &role_with_models(&["m"]))
+        .await
+        .value();
     host.try_delete_role("x").await.value();
     assert!(host.try_list_roles().await.value().is_empty());
 
-    host.try_write_role("b", &role_with_models(&["m"])).await.value();
-    host.try_write_role("a", &role_with_models(&["m"])).await.value();
+    host.try_write_role("b", &role_with_models(&["m"]))
+        .await
+        .value();
+    host.try_write_role("a", &role_with_models(&["m"]))
+        .await
+        .value();
     assert_eq!(host.try_list_roles().await.value(), ["a", "b"]);
 }
 
@@ -370,7 +576,9 @@ async fn c19_list_roles_empty_after_delete() {
 async fn c28_list_roles_reads_no_leases() {
     let host = TestHost::new();
     for name in ["r1", "r2", "r3"] {
-        host.try_write_role(name, &role_with_models(&["m"])).await.value();
+        host.try_write_role(name, &role_with_models(&["m"]))
+            .await
+            .value();
     }
     for index in 0..2000 {
         host.kv.put_text(&format!("lease/r1/{index:032x}"), "{}");
@@ -379,15 +587,28 @@ async fn c28_list_roles_reads_no_leases() {
     host.kv.take_reads();
     assert_eq!(host.try_list_roles().await.value(), ["r1", "r2", "r3"]);
     let reads = host.kv.take_reads();
-    assert!(reads.iter().all(|key| !key.starts_with("lease/")), "{reads:?}");
-    assert!(reads.len() <= 4, "listing 3 roles read {} keys: {reads:?}", reads.len());
+    assert!(
+        reads.iter().all(|key| !key.starts_with("lease/")),
+        "{reads:?}"
+    );
+    assert!(
+        reads.len() <= 4,
+        "listing 3 roles read {} keys: {reads:?}",
+        reads.len()
+    );
 
     let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(900 * 1024));
-    let request = RoleRequest { metadata: Some(big), ..role_with_models(&["m"]) };
+    let request = RoleRequest {
+        metadata: Some(big),
+        ..role_with_models(&["m"])
+    };
     let error = host.try_write_role("big", &request).await.error();
     assert!(invalid_input(&error).contains("64 KiB"));
 
     let at_limit = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024 - 12));
-    let request = RoleRequest { metadata: Some(at_limit), ..role_with_models(&["m"]) };
+    let request = RoleRequest {
+        metadata: Some(at_limit),
+        ..role_with_models(&["m"])
+    };
     host.try_write_role("fits", &request).await.value();
 }

@@ -110,9 +110,16 @@ impl Runtime {
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::wasi::keyvalue::store::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)?;
-        bindings::wasi::keyvalue::atomics::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)?;
-        bindings::wasi::keyvalue::batch::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)?;
+        bindings::wasi::keyvalue::store::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| {
+            ctx
+        })?;
+        bindings::wasi::keyvalue::atomics::add_to_linker::<Ctx, HasSelf<Ctx>>(
+            &mut linker,
+            |ctx| ctx,
+        )?;
+        bindings::wasi::keyvalue::batch::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| {
+            ctx
+        })?;
         bindings::wasi::config::store::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)?;
 
         let pre = EngineCorePre::new(linker.instantiate_pre(&component)?)?;
@@ -135,7 +142,12 @@ fn check_fresh(path: &Path) {
     let build = "cargo build --release --target wasm32-wasip2";
     let built = std::fs::metadata(path)
         .and_then(|metadata| metadata.modified())
-        .unwrap_or_else(|_| panic!("component {} not found; run `{build}` first", path.display()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "component {} not found; run `{build}` first",
+                path.display()
+            )
+        });
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let newest_source = ["src", "wit"]
         .iter()
@@ -157,7 +169,10 @@ fn newest_modification(dir: &Path) -> Option<SystemTime> {
         let modified = if path.is_dir() {
             newest_modification(&path)
         } else {
-            entry.metadata().and_then(|metadata| metadata.modified()).ok()
+            entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .ok()
         };
         newest = newest.max(modified);
     }
@@ -217,7 +232,10 @@ impl TestHost {
 
     /// Everything the component wrote to stderr so far.
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.logs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     async fn instantiate(&self) -> wasmtime::Result<(Store<Ctx>, EngineCore, MemoryOutputPipe)> {

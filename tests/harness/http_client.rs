@@ -29,7 +29,12 @@ impl Reply {
 }
 
 /// Sends `method url` with a bearer token and an optional JSON body.
-pub async fn send(method: &str, url: &str, bearer: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+pub async fn send(
+    method: &str,
+    url: &str,
+    bearer: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Reply> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let payload = body.map(Value::to_string).unwrap_or_default();
     let mut builder = http::Request::builder()
@@ -53,10 +58,22 @@ pub async fn chat_completion(base_url: &str, key: &str, model: &str) -> anyhow::
         "model": model,
         "messages": [{ "role": "user", "content": "hello from the engine tests" }],
     });
-    send("POST", &format!("{base_url}/v1/chat/completions"), key, Some(&body)).await
+    send(
+        "POST",
+        &format!("{base_url}/v1/chat/completions"),
+        key,
+        Some(&body),
+    )
+    .await
 }
 
 /// Reads `/key/info` for `key` (plaintext or hash) with the master key.
 pub async fn key_info(base_url: &str, master_key: &str, key: &str) -> anyhow::Result<Reply> {
-    send("GET", &format!("{base_url}/key/info?key={key}"), master_key, None).await
+    send(
+        "GET",
+        &format!("{base_url}/key/info?key={key}"),
+        master_key,
+        None,
+    )
+    .await
 }

@@ -73,17 +73,26 @@ impl KvStore {
     /// Creates an empty store with the default bucket.
     pub fn new() -> Self {
         let store = Self::default();
-        store.lock().buckets.insert(DEFAULT_BUCKET.to_owned(), BTreeMap::new());
+        store
+            .lock()
+            .buckets
+            .insert(DEFAULT_BUCKET.to_owned(), BTreeMap::new());
         store
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns a copy of the default bucket.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.lock().buckets.get(DEFAULT_BUCKET).cloned().unwrap_or_default()
+        self.lock()
+            .buckets
+            .get(DEFAULT_BUCKET)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Returns the value at `key` in the default bucket as text.
@@ -115,6 +124,13 @@ impl KvStore {
             .insert(key.to_owned(), value.as_bytes().to_vec());
     }
 
+    /// Deletes `key` from the default bucket, bypassing the component.
+    pub fn delete(&self, key: &str) {
+        if let Some(entries) = self.lock().buckets.get_mut(DEFAULT_BUCKET) {
+            entries.remove(key);
+        }
+    }
+
     /// Injects a fault into the next `times` operations of kind `op` on keys starting
     /// with `key_prefix`.
     pub fn inject(&self, op: Op, key_prefix: &str, effect: Effect, times: usize) {
@@ -144,10 +160,9 @@ impl KvStore {
 
     fn check_fault(&self, op: Op, key: &str) -> Option<Effect> {
         let mut inner = self.lock();
-        let fault = inner
-            .faults
-            .iter_mut()
-            .find(|fault| fault.op == op && fault.remaining > 0 && key.starts_with(&fault.key_prefix))?;
+        let fault = inner.faults.iter_mut().find(|fault| {
+            fault.op == op && fault.remaining > 0 && key.starts_with(&fault.key_prefix)
+        })?;
         fault.remaining -= 1;
         Some(fault.effect.clone())
     }
@@ -157,10 +172,14 @@ impl KvStore {
 type HostResult<T, E = store::Error> = wasmtime::Result<Result<T, E>>;
 
 /// Applies an injected fault: `Some` ends the call with the fault's effect.
-fn fault_result<T, E: From<String>>(effect: Option<Effect>) -> Option<wasmtime::Result<Result<T, E>>> {
+fn fault_result<T, E: From<String>>(
+    effect: Option<Effect>,
+) -> Option<wasmtime::Result<Result<T, E>>> {
     match effect? {
         Effect::Fail(message) => Some(Ok(Err(E::from(message)))),
-        Effect::Trap => Some(Err(wasmtime::format_err!("injected crash in the key-value store"))),
+        Effect::Trap => Some(Err(wasmtime::format_err!(
+            "injected crash in the key-value store"
+        ))),
     }
 }
 
@@ -215,7 +234,12 @@ impl store::HostBucket for Ctx {
         Ok(Ok(self.read(&name, &key)))
     }
 
-    fn set(&mut self, bucket: Resource<BucketHandle>, key: String, value: Vec<u8>) -> HostResult<()> {
+    fn set(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> HostResult<()> {
         if let Some(result) = fault_result(self.kv.check_fault(Op::Write, &key)) {
             return result;
         }
@@ -239,7 +263,10 @@ impl store::HostBucket for Ctx {
         }
         let name = self.bucket_name(&bucket)?;
         let inner = self.kv.lock();
-        Ok(Ok(inner.buckets.get(&name).is_some_and(|entries| entries.contains_key(&key))))
+        Ok(Ok(inner
+            .buckets
+            .get(&name)
+            .is_some_and(|entries| entries.contains_key(&key))))
     }
 
     fn list_keys(
@@ -277,7 +304,12 @@ impl From<String> for atomics::CasError {
 }
 
 impl atomics::Host for Ctx {
-    fn increment(&mut self, bucket: Resource<BucketHandle>, key: String, delta: i64) -> HostResult<i64> {
+    fn increment(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+        delta: i64,
+    ) -> HostResult<i64> {
         if let Some(result) = fault_result(self.kv.check_fault(Op::Write, &key)) {
             return result;
         }
@@ -286,9 +318,16 @@ impl atomics::Host for Ctx {
         let entries = inner.buckets.entry(name).or_default();
         let current = match entries.get(&key) {
             None => 0,
-            Some(bytes) => match std::str::from_utf8(bytes).ok().and_then(|text| text.parse::<i64>().ok()) {
+            Some(bytes) => match std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+            {
                 Some(value) => value,
-                None => return Ok(Err(store::Error::Other(format!("value at {key} is not a counter")))),
+                None => {
+                    return Ok(Err(store::Error::Other(format!(
+                        "value at {key} is not a counter"
+                    ))));
+                }
             },
         };
         let sum = current + delta;
@@ -296,7 +335,11 @@ impl atomics::Host for Ctx {
         Ok(Ok(sum))
     }
 
-    fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> HostResult<(), atomics::CasError> {
+    fn swap(
+        &mut self,
+        cas: Resource<CasHandle>,
+        value: Vec<u8>,
+    ) -> HostResult<(), atomics::CasError> {
         let key = self.table.get(&cas)?.key.clone();
         if let Some(result) = fault_result(self.kv.check_fault(Op::Write, &key)) {
             return result;
@@ -318,7 +361,11 @@ impl atomics::Host for Ctx {
 }
 
 impl atomics::HostCas for Ctx {
-    fn new(&mut self, bucket: Resource<BucketHandle>, key: String) -> HostResult<Resource<CasHandle>> {
+    fn new(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> HostResult<Resource<CasHandle>> {
         if let Some(result) = fault_result(self.kv.check_fault(Op::Read, &key)) {
             return result;
         }

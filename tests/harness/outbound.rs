@@ -20,7 +20,10 @@ impl OutboundPolicy {
 
     /// Allows only these `host:port` authorities; others get `HttpRequestDenied`.
     pub fn allow_only(authorities: &[&str]) -> Self {
-        let allowed = authorities.iter().map(|authority| authority.to_string()).collect();
+        let allowed = authorities
+            .iter()
+            .map(|authority| authority.to_string())
+            .collect();
         Self {
             allowed: Some(Arc::new(allowed)),
         }

@@ -1,0 +1,141 @@
+//! Concurrent calls from parallel instances and replicas sharing one store.
+
+use std::collections::BTreeSet;
+
+use litellm_secrets_tests::expect::{EngineResult, role_request};
+use litellm_secrets_tests::fixture::Fixture;
+use litellm_secrets_tests::host::{Error, RoleRequest};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_issues_are_distinct() {
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let host = fixture.host.replica();
+            tokio::spawn(async move { host.try_issue_credential("dev", None).await.value() })
+        })
+        .collect();
+    let mut credentials = Vec::new();
+    for task in tasks {
+        credentials.push(task.await.unwrap());
+    }
+
+    let lease_ids: BTreeSet<_> = credentials.iter().map(|c| c.lease_id.clone()).collect();
+    let aliases: BTreeSet<_> = credentials.iter().map(|c| c.key_alias.clone()).collect();
+    let keys: BTreeSet<_> = credentials.iter().map(|c| c.key.clone()).collect();
+    assert_eq!((lease_ids.len(), aliases.len(), keys.len()), (16, 16, 16));
+    assert_eq!(fixture.litellm.live_keys().len(), 16);
+    assert_eq!(fixture.stored("lease/").len(), 16);
+    assert!(fixture.stored("pending/").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_racing_revoke_leaves_no_lease() {
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+
+    for _ in 0..8 {
+        let credential = fixture.issue("dev").await;
+        let renewer = fixture.host.replica();
+        let revoker = fixture.host.replica();
+        let (renew_id, revoke_id) = (credential.lease_id.clone(), credential.lease_id.clone());
+        let renew =
+            tokio::spawn(async move { renewer.try_renew_lease(&renew_id, Some("2h")).await });
+        let revoke = tokio::spawn(async move { revoker.try_revoke_lease(&revoke_id).await });
+
+        revoke.await.unwrap().value();
+        match renew.await.unwrap() {
+            Ok(Ok(_)) | Ok(Err(Error::NotFound(_))) | Ok(Err(Error::Upstream(_))) => {}
+            other => panic!("unexpected renewal outcome {other:?}"),
+        }
+        let lookup = fixture
+            .host
+            .try_lookup_lease(&credential.lease_id)
+            .await
+            .error();
+        assert!(
+            matches!(lookup, Error::NotFound(_)),
+            "a revoked lease came back: {lookup:?}"
+        );
+    }
+    assert!(fixture.litellm.live_keys().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_role_updates_both_apply() {
+    let fixture = Fixture::start().await;
+    for round in 1..=6u64 {
+        fixture.role("dev", &["m"], "1h", "2h").await;
+        let first = fixture.host.replica();
+        let second = fixture.host.replica();
+        let rpm = tokio::spawn(async move {
+            let request = RoleRequest {
+                rpm_limit: Some(round),
+                ..role_request()
+            };
+            first.try_write_role("dev", &request).await.value()
+        });
+        let tpm = tokio::spawn(async move {
+            let request = RoleRequest {
+                tpm_limit: Some(round * 10),
+                ..role_request()
+            };
+            second.try_write_role("dev", &request).await.value()
+        });
+        rpm.await.unwrap();
+        tpm.await.unwrap();
+
+        let role = fixture.host.try_read_role("dev").await.value();
+        assert_eq!(
+            (role.rpm_limit, role.tpm_limit),
+            (Some(round), Some(round * 10))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_role_creates_are_all_listed() {
+    let fixture = Fixture::start().await;
+    let tasks: Vec<_> = (0..12)
+        .map(|index| {
+            let host = fixture.host.replica();
+            tokio::spawn(async move {
+                let request = RoleRequest {
+                    models: Some(vec!["m".into()]),
+                    ..role_request()
+                };
+                host.try_write_role(&format!("role-{index:02}"), &request)
+                    .await
+                    .value()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let expected: Vec<String> = (0..12).map(|index| format!("role-{index:02}")).collect();
+    assert_eq!(fixture.host.try_list_roles().await.value(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_tidy_concurrently() {
+    let fixture = Fixture::start().await;
+    fixture.role("short", &["m"], "60s", "1h").await;
+    for _ in 0..20 {
+        fixture.issue("short").await;
+    }
+    fixture.host.clock.advance(61);
+
+    let first = fixture.host.replica();
+    let second = fixture.host.replica();
+    let a = tokio::spawn(async move { first.try_tidy().await.value() });
+    let b = tokio::spawn(async move { second.try_tidy().await.value() });
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+
+    assert_eq!(a.failed + b.failed, 0);
+    assert!(a.revoked_leases + b.revoked_leases >= 20);
+    assert!(fixture.stored("lease/").is_empty());
+    assert!(fixture.litellm.live_keys().is_empty());
+}
