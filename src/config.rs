@@ -13,6 +13,7 @@ use crate::clock;
 use crate::error::{Error, Result};
 use crate::ids;
 use crate::litellm::Client;
+use crate::role;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::url::BaseUrl;
@@ -86,6 +87,7 @@ pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Resu
         updated_at: clock::now(),
     };
     store.put(CONFIG_KEY, &record)?;
+    role::create_index(store)?;
     Ok(to_config(record, true))
 }
 

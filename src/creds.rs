@@ -1,8 +1,8 @@
 //! Credential issuance: a fresh LiteLLM key bound to a new lease, with no key left behind
 //! when any step fails.
 //!
-//! The steps, in order: record a pending entry `pending/<role>/<id>` and file it for tidy;
-//! generate the key; file and write the lease; delete the pending entry. If generation or
+//! The steps, in order: record a pending entry `pending/<role>/<id>` and file it for tidy,
+//! generate the key, file and write the lease, and delete the pending entry. If generation or
 //! the lease write fails, the key is deleted by its alias at once. If that deletion fails
 //! too, or the instance dies midway, tidy later finds the pending entry without a lease
 //! and deletes the key by alias.
@@ -142,20 +142,20 @@ fn lease_times(settings: &Settings, role: &RoleRecord, requested: u64, now: u64)
         0 => settings.max_ttl,
         role_max => role_max.min(settings.max_ttl),
     };
-    let wanted = [requested, role.ttl, settings.default_ttl]
+    let chosen = [requested, role.ttl, settings.default_ttl]
         .into_iter()
         .find(|ttl| *ttl > 0)
         .unwrap_or(settings.default_ttl);
 
     let mut warnings = Vec::new();
-    if wanted > cap {
+    if chosen > cap {
         warnings.push(format!(
             "TTL of {} exceeds the max TTL of the role; the lease TTL is capped at {}",
-            duration::format_seconds(wanted),
+            duration::format_seconds(chosen),
             duration::format_seconds(cap)
         ));
     }
-    let ttl = wanted.min(cap);
+    let ttl = chosen.min(cap);
     LeaseTimes {
         issued_at: now,
         ttl,

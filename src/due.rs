@@ -4,10 +4,10 @@
 //! slot number from the atomic counter `due/<bucket>/count` and writes the record key to
 //! `due/<bucket>/<slot>`, so concurrent writers never touch the same key. Tidy walks the
 //! buckets from `due/cursor` up to the current one, so its work grows with the number of
-//! due records, not with the number of leases. A bucket is retired (its counter deleted
-//! and the cursor moved past it) once it ended [`RETIRE_AFTER_SECONDS`] ago: writers only
-//! file times at or after their own clock, so a retired bucket never gets new slots unless
-//! two hosts' clocks differ by more than that.
+//! due records, not with the number of leases. A bucket is retired, which deletes its
+//! counter and moves the cursor past it, once it ended [`RETIRE_AFTER_SECONDS`] ago.
+//! Writers only file times at or after their own clock, so a retired bucket gets no new
+//! slots unless two hosts' clocks differ by more than that.
 
 use crate::error::Result;
 use crate::store::{Store, Update};

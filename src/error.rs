@@ -7,7 +7,7 @@ use crate::bindings::exports::litellm_secrets::engine::types as wit;
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why an engine call failed. Messages name the offending value and the fix, and never
+/// Failure of an engine call. Messages name the offending value and the fix, and never
 /// contain a master key or a minted key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
@@ -28,7 +28,8 @@ pub struct Upstream {
     pub status: Option<u16>,
     /// Whether the request timed out.
     pub timed_out: bool,
-    /// What failed, with the LiteLLM URL and LiteLLM's own message, secrets masked.
+    /// Description of the failure, with the LiteLLM URL and LiteLLM's own message, secrets
+    /// masked.
     pub message: String,
 }
 

@@ -23,7 +23,7 @@ pub const KEY_EXPIRY_BUFFER_SECONDS: u64 = 60;
 /// Failed revocations after which a lease is marked irrevocable.
 pub const IRREVOCABLE_AFTER_ATTEMPTS: u32 = 6;
 
-/// Longest pause between tidy's revocation retries, in seconds.
+/// Maximum pause between tidy's revocation retries, in seconds.
 const MAX_RETRY_SECONDS: u64 = 3600;
 
 /// A stored lease.
@@ -164,8 +164,9 @@ pub fn renew(
         ));
     }
 
-    // LiteLLM first: if it refuses, the lease keeps its old expiry and still matches the
-    // key. The new expiry is filed before the lease is written, so tidy always sees it.
+    // LiteLLM first: if it rejects the update, the lease keeps its old expiry and still
+    // matches the key. The new expiry is filed before the lease is written, so tidy always
+    // finds it.
     config::client_for(store, settings, &record.litellm_url)?.set_expiry(
         &record.token_hash,
         expires_at - now + KEY_EXPIRY_BUFFER_SECONDS,
@@ -192,8 +193,8 @@ pub fn renew(
     })
 }
 
-/// The increment of a renewal that names none: the role's TTL, or the lease's first TTL
-/// when the role is gone, or the engine default.
+/// Returns the increment of a renewal that names none: the role's TTL, or the lease's
+/// first TTL when the role is gone, or the engine default.
 fn default_increment(store: &Store, settings: &Settings, record: &LeaseRecord) -> Result<u64> {
     let role_ttl = role::find(store, &record.role)?.map_or(record.ttl, |role| role.ttl);
     Ok(if role_ttl > 0 {

@@ -1,5 +1,5 @@
-//! Client for LiteLLM's key management API. It knows routes, bodies and status codes, and
-//! nothing about roles or leases.
+//! Client for LiteLLM's key management API. It handles routes, bodies and status codes,
+//! and nothing about roles or leases.
 
 use serde_json::{Map, Value, json};
 

@@ -39,7 +39,7 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Why no usable response arrived.
+/// Cause of a missing or unusable response.
 #[derive(Debug)]
 pub enum Failure {
     /// The host runtime denied the destination, so the request was never sent.
@@ -56,7 +56,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Whether LiteLLM may have acted on the request.
+    /// Returns whether LiteLLM may have acted on the request.
     pub fn may_have_reached_server(&self) -> bool {
         !matches!(self, Self::Denied(_) | Self::NotSent(_))
     }

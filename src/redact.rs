@@ -1,6 +1,6 @@
 //! Masking of secrets in text that came from LiteLLM before it reaches a message or a log.
 
-/// Longest piece of LiteLLM's text copied into a message, in bytes.
+/// Maximum length of LiteLLM's text copied into a message, in bytes.
 pub const MAX_QUOTED_BYTES: usize = 1024;
 
 /// Shortest run of hex digits that is masked. SHA-256 key hashes have 64; 32 also covers

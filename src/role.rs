@@ -13,7 +13,7 @@ use crate::redact;
 use crate::settings::Settings;
 use crate::store::{Store, Update};
 
-/// Longest role name, in bytes. Lease and pending keys stay under 255 bytes with it.
+/// Maximum role name length, in bytes. Lease and pending keys stay under 255 bytes with it.
 pub const MAX_NAME_BYTES: usize = 128;
 
 /// Prefix of the metadata keys the engine sets on every key it mints.
@@ -175,6 +175,18 @@ pub fn list(store: &Store) -> Result<Vec<String>> {
     Ok(existing)
 }
 
+/// Creates the empty role index if it is missing, so that later updates of it are swaps
+/// on an existing key.
+pub fn create_index(store: &Store) -> Result<()> {
+    store.update(INDEX_KEY, |current: Option<Vec<String>>| {
+        Ok(match current {
+            Some(_) => Update::Keep,
+            None => Update::Put(Vec::new()),
+        })
+    })?;
+    Ok(())
+}
+
 fn add_to_index(store: &Store, name: &str) -> Result<()> {
     store.update(INDEX_KEY, |current: Option<Vec<String>>| {
         let mut names = current.unwrap_or_default();
@@ -241,22 +253,22 @@ fn validate_models(models: &[String]) -> Result<Vec<String>> {
     }
     let mut accepted: Vec<String> = Vec::with_capacity(models.len());
     for model in models {
-        let shown = redact::truncate(model, 80);
+        let quoted = redact::truncate(model, 80);
         if model.trim().is_empty() || model.trim() != model {
             return Err(Error::invalid(format!(
-                "models contains {shown:?}; model names must be non-empty without leading or \
+                "models contains {quoted:?}; model names must be non-empty without leading or \
                  trailing whitespace"
             )));
         }
         if model.len() > MAX_MODEL_BYTES || model.chars().any(char::is_control) {
             return Err(Error::invalid(format!(
-                "models contains {shown:?}; model names have at most {MAX_MODEL_BYTES} bytes and \
+                "models contains {quoted:?}; model names have at most {MAX_MODEL_BYTES} bytes and \
                  no control characters"
             )));
         }
         if accepted.contains(model) {
             return Err(Error::invalid(format!(
-                "models lists {shown:?} twice; list it once"
+                "models lists {quoted:?} twice; list it once"
             )));
         }
         accepted.push(model.clone());

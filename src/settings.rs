@@ -76,7 +76,7 @@ fn read_duration(key: &str, default: u64) -> Result<u64> {
     Ok(seconds)
 }
 
-/// A mount is one or more path segments of letters, digits, `_` and `-`.
+/// Checks that a mount is one or more path segments of letters, digits, `_` and `-`.
 fn validate_mount(mount: &str) -> Result<()> {
     let valid_segment = |segment: &str| {
         !segment.is_empty()

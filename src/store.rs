@@ -13,7 +13,7 @@ const CAS_ATTEMPTS: usize = 16;
 /// Keys read per `get-many` call.
 const BATCH_SIZE: usize = 100;
 
-/// What a compare-and-swap update does with the value it read.
+/// Decision of an [`Store::update`] callback about the value it read.
 pub enum Update<T> {
     /// Writes the new value.
     Put(T),
@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Reads the record at `key`, lets `change` decide on a new value and writes it only if
-    /// nobody else wrote `key` meanwhile, retrying on conflict. Returns the stored value.
+    /// no other writer changed `key` meanwhile, retrying on conflict. Returns the stored value.
     pub fn update<T, F>(&self, key: &str, mut change: F) -> Result<Option<T>>
     where
         T: Serialize + DeserializeOwned,
@@ -122,9 +122,12 @@ impl Store {
                 }
                 Update::Put(value) => value,
             };
-            match atomics::swap(cas, &encode(key, &value)?) {
-                Ok(()) => return Ok(Some(value)),
-                Err(atomics::CasError::CasFailed(_)) => continue,
+            let bytes = encode(key, &value)?;
+            match atomics::swap(cas, &bytes) {
+                Ok(()) if current_bytes.is_some() || self.reads_back(key, &bytes)? => {
+                    return Ok(Some(value));
+                }
+                Ok(()) | Err(atomics::CasError::CasFailed(_)) => continue,
                 Err(atomics::CasError::StoreError(error)) => {
                     return Err(failed("writing", key, &error));
                 }
@@ -133,6 +136,23 @@ impl Store {
         Err(Error::storage(format!(
             "writing {key} failed: it changed concurrently {CAS_ATTEMPTS} times in a row; retry"
         )))
+    }
+
+    /// Returns whether `key` still holds `bytes`.
+    ///
+    /// Some stores (Spin's SQLite store among them) turn a swap on an absent key into an
+    /// unconditional write, so two concurrent creators both succeed and the later one wins.
+    /// Reading the value back lets the earlier one notice and retry against the existing
+    /// key, whose swaps are atomic.
+    // NOTE: a creator that reads back before the other's write lands still loses its
+    // change. Callers that create shared keys create them early (config write creates the
+    // role index) to keep this window out of concurrent paths.
+    fn reads_back(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let stored = self
+            .bucket
+            .get(key)
+            .map_err(|error| failed("reading", key, &error))?;
+        Ok(stored.as_deref() == Some(bytes))
     }
 
     /// Returns every key that starts with `prefix`, in the store's order.

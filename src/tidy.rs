@@ -14,7 +14,7 @@ use crate::store::Store;
 /// backlog never outlasts a host's request timeout.
 pub const MAX_RECORDS_PER_CALL: u32 = 500;
 
-/// What to do with an entry after looking at its record.
+/// Decision about a due entry after its record was visited.
 enum Next {
     /// The record needs nothing more at this time: remove the entry.
     Done,
@@ -37,7 +37,7 @@ pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
 
     for bucket in due::cursor(store, now)?..=due::bucket_of(now) {
         let entries = due::entries(store, bucket)?;
-        let mut kept = 0;
+        let mut kept_entries = 0;
         for entry in &entries {
             if records_seen >= MAX_RECORDS_PER_CALL {
                 report.complete = false;
@@ -46,10 +46,10 @@ pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
             records_seen += 1;
             match visit(store, settings, entry, now, &mut report)? {
                 Next::Done => due::remove(store, entry)?,
-                Next::Later => kept += 1,
+                Next::Later => kept_entries += 1,
             }
         }
-        if bucket < retire_before && kept == 0 {
+        if bucket < retire_before && kept_entries == 0 {
             due::retire(store, bucket)?;
         }
     }

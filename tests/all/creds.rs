@@ -18,7 +18,7 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// The 32-hex id at the end of a lease id.
+/// Returns the 32-hex id at the end of a lease id.
 fn lease_suffix(lease_id: &str) -> &str {
     lease_id.rsplit('/').next().unwrap()
 }

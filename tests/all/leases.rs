@@ -420,13 +420,13 @@ async fn c17_config_changed_under_live_leases() {
             .message
             .contains("rejected the configured master key")
     );
-    let kept = fixture
+    let kept_lease = fixture
         .host
         .try_lookup_lease(&second.lease_id)
         .await
         .value();
-    assert_eq!(kept.revoke_attempts, 1);
-    assert!(kept.last_revoke_error.unwrap().contains("HTTP 401"));
+    assert_eq!(kept_lease.revoke_attempts, 1);
+    assert!(kept_lease.last_revoke_error.unwrap().contains("HTTP 401"));
     assert_eq!(
         fixture.request_count("/key/delete"),
         2,

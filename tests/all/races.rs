@@ -139,3 +139,39 @@ async fn replicas_tidy_concurrently() {
     assert!(fixture.stored("lease/").is_empty());
     assert!(fixture.litellm.live_keys().is_empty());
 }
+
+/// Spin's SQLite store turns a swap on an absent key into a plain write. The role index
+/// exists from the config write on, so concurrent role creation stays atomic there too.
+#[tokio::test(flavor = "multi_thread")]
+async fn upsert_store_keeps_every_role() {
+    let fixture = Fixture::start().await;
+    fixture.host.kv.set_upsert_on_absent_swap(true);
+
+    let tasks: Vec<_> = (0..12)
+        .map(|index| {
+            let host = fixture.host.replica();
+            tokio::spawn(async move {
+                let request = RoleRequest {
+                    models: Some(vec!["m".into()]),
+                    ttl: Some("60s".into()),
+                    ..role_request()
+                };
+                host.try_write_role(&format!("role-{index:02}"), &request)
+                    .await
+                    .value();
+                host.try_issue_credential(&format!("role-{index:02}"), None)
+                    .await
+                    .value()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let expected: Vec<String> = (0..12).map(|index| format!("role-{index:02}")).collect();
+    assert_eq!(fixture.host.try_list_roles().await.value(), expected);
+
+    fixture.host.clock.advance(61);
+    assert_eq!(fixture.host.try_tidy().await.value().revoked_leases, 12);
+    assert!(fixture.litellm.live_keys().is_empty());
+}

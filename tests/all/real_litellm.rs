@@ -38,7 +38,7 @@ fn real_litellm(test: &str) -> Option<RealLiteLlm> {
     }
 }
 
-/// A host configured for the real proxy, with role `name` allowed `models` only.
+/// Creates a host configured for the real proxy, with role `name` written from `request`.
 async fn configured_host(real: &RealLiteLlm, name: &str, request: RoleRequest) -> TestHost {
     let host = TestHost::new();
     let config = ConfigRequest {
@@ -253,6 +253,58 @@ async fn real_wrong_master_key_stores_nothing() {
     );
     assert!(!message.contains("sk-wrong-master"));
     host.try_read_config().await.error();
+}
+
+/// C03 and C10 on the real proxy: every prefix the engine accepts mints a key, and role
+/// metadata of any JSON shape reaches the key unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_c03_c10_accepted_input_mints() {
+    let Some(real) = real_litellm("real_c03_c10_accepted_input_mints") else {
+        return;
+    };
+    let metadata = r#"{"team":"a","cost_center":1234,"tags":["x"],"nested":{"k":true}}"#;
+    let longest_prefix = format!(
+        "p{}",
+        "a.b_c-".repeat(10).chars().take(63).collect::<String>()
+    );
+    let longest_role = "r".repeat(128);
+    let cases = [
+        ("team-a", "m3"),
+        ("svc.example.com", "dotted"),
+        ("A_1", "Upper_1"),
+        (longest_prefix.as_str(), longest_role.as_str()),
+    ];
+    for (prefix, role) in cases {
+        let request = RoleRequest {
+            key_alias_prefix: Some(prefix.into()),
+            metadata: Some(metadata.into()),
+            ..scoped_role(&["gpt-4o-mini"], "5m")
+        };
+        let host = configured_host(&real, role, request).await;
+        let credential = host.try_issue_credential(role, None).await.value();
+        assert!(
+            credential
+                .key_alias
+                .starts_with(&format!("{prefix}-{role}-"))
+        );
+        assert_eq!(
+            chat_status(&real, &credential, "gpt-4o-mini").await.0,
+            200,
+            "prefix {prefix}"
+        );
+
+        let info = key_info(&real.url, &real.master_key, &credential.key)
+            .await
+            .expect("key info")
+            .json();
+        assert_eq!(info["info"]["metadata"]["tags"], serde_json::json!(["x"]));
+        assert_eq!(info["info"]["metadata"]["cost_center"], 1234);
+        assert_eq!(
+            info["info"]["key_alias"],
+            Value::from(credential.key_alias.clone())
+        );
+        host.try_revoke_lease(&credential.lease_id).await.value();
+    }
 }
 
 /// Returns LiteLLM's `expires` of the credential's key as Unix seconds.

@@ -1,5 +1,5 @@
 //! LiteLLM failing or misbehaving: unreachable, denied by the host, redirecting, sending
-//! endless bodies, and secrets kept out of everything a caller or a log sees.
+//! endless bodies, and secrets kept out of every response and log line.
 
 use std::time::Duration;
 
@@ -80,12 +80,12 @@ async fn c15_revoke_while_litellm_fails() {
         "{}",
         failure.message
     );
-    let kept = fixture
+    let kept_lease = fixture
         .host
         .try_lookup_lease(&second.lease_id)
         .await
         .value();
-    assert_eq!(kept.revoke_attempts, 1);
+    assert_eq!(kept_lease.revoke_attempts, 1);
 }
 
 /// C23: the LiteLLM URL is not among the host's allowed outbound hosts.
