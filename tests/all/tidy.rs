@@ -206,3 +206,19 @@ async fn tidy_reports_unreadable_cursor() {
     let error = fixture.host.try_tidy().await.error();
     assert!(storage(&error).contains("due/cursor"), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tidy_survives_clock_going_back() {
+    let fixture = Fixture::start().await;
+    fixture.role("short", &["m"], "60s", "1h").await;
+
+    // A tidy that ran while the host clock was a day ahead left the cursor a day ahead.
+    let day_ahead = (fixture.host.clock.now_seconds() + 86_400) / 60;
+    fixture.host.kv.put_text("due/cursor", &day_ahead.to_string());
+
+    // Back on the right time, a lease expires and tidy must still find it.
+    let credential = fixture.issue("short").await;
+    fixture.host.clock.advance(61);
+    assert_eq!(fixture.host.try_tidy().await.value().revoked_leases, 1);
+    not_found(&fixture.host.try_lookup_lease(&credential.lease_id).await.error());
+}
