@@ -20,6 +20,7 @@ use crate::ids;
 use crate::lease::{self, KEY_EXPIRY_BUFFER_SECONDS, LeaseRecord};
 use crate::litellm::{self, Client, GenerateError, NewKey};
 use crate::log;
+use crate::revocation;
 use crate::role::{self, RESERVED_METADATA_PREFIX, RoleRecord};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -119,6 +120,7 @@ pub fn issue(
         revoke_attempts: 0,
         irrevocable: false,
         last_revoke_error: None,
+        revoking_since: None,
     };
     store_lease(store, &record)
         .map_err(|error| abandon_lease(store, &client, &pending, &new_key, error))?;
@@ -207,15 +209,19 @@ fn store_lease(store: &Store, record: &LeaseRecord) -> Result<()> {
 }
 
 /// Cleans up after a failed generate and returns its error.
+///
+/// Without a response LiteLLM may still be creating the key, so the pending entry stays
+/// even after a cleanup that found nothing: tidy deletes by alias again after the grace
+/// period.
 fn abandon_generate(
     store: &Store,
     client: &Client,
     pending: &PendingRecord,
     failure: GenerateError,
 ) -> Error {
-    if failure.key_may_exist {
-        delete_by_alias(store, client, pending);
-    } else {
+    if !failure.key_may_exist {
+        finish(store, pending);
+    } else if delete_by_alias(client, pending) && !failure.may_be_in_flight {
         finish(store, pending);
     }
     failure.error
@@ -240,13 +246,18 @@ fn abandon_lease(
     error
 }
 
-fn delete_by_alias(store: &Store, client: &Client, pending: &PendingRecord) {
+/// Deletes the key by alias and returns whether LiteLLM confirmed it is gone.
+fn delete_by_alias(client: &Client, pending: &PendingRecord) -> bool {
     match client.delete_alias(&pending.key_alias) {
-        Ok(_) => finish(store, pending),
-        Err(cleanup) => log::warn(&format!(
-            "deleting key {} after a failed generate did not succeed: {cleanup}; tidy will retry",
-            pending.key_alias
-        )),
+        Ok(_) => true,
+        Err(cleanup) => {
+            log::warn(&format!(
+                "deleting key {} after a failed generate did not succeed: {cleanup}; tidy \
+                 will retry",
+                pending.key_alias
+            ));
+            false
+        }
     }
 }
 
@@ -282,7 +293,7 @@ pub fn clean_up(store: &Store, settings: &Settings, pending: &PendingRecord) -> 
             due::file(
                 store,
                 &retry.storage_key(),
-                clock::now() + lease::retry_delay(retry.cleanup_attempts),
+                clock::now() + revocation::retry_delay(retry.cleanup_attempts),
             )?;
             Ok(false)
         }

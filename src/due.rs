@@ -9,6 +9,7 @@
 //! Writers only file times at or after their own clock, so a retired bucket gets no new
 //! slots unless two hosts' clocks differ by more than that.
 
+use crate::clock;
 use crate::error::Result;
 use crate::store::{Store, Update};
 
@@ -32,9 +33,10 @@ pub fn bucket_of(at: u64) -> u64 {
     at / BUCKET_SECONDS
 }
 
-/// Files `record_key` to be looked at from time `at` on.
+/// Files `record_key` to be looked at from time `at` on. A time already past is filed
+/// at the current time, because its bucket may be retired.
 pub fn file(store: &Store, record_key: &str, at: u64) -> Result<()> {
-    let bucket = bucket_of(at);
+    let bucket = bucket_of(at.max(clock::now()));
     let slot = store.increment(&count_key(bucket), 1)?;
     store.put_text(&slot_key(bucket, slot), record_key)
 }

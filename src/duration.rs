@@ -1,6 +1,7 @@
 //! Duration text: whole seconds or Go-style unit sequences such as `1h30m`.
 
 use crate::error::{Error, Result};
+use crate::redact;
 
 /// Upper bound for any parsed duration: 100 years, far beyond any lease cap, so that
 /// arithmetic on the result cannot overflow.
@@ -20,7 +21,8 @@ pub fn parse_seconds(field: &str, text: &str) -> Result<u64> {
     }
     if trimmed.starts_with('-') {
         return Err(Error::invalid(format!(
-            "{field} must not be negative, got {text:?}; use 0 for the default"
+            "{field} must not be negative, got {}; use 0 for the default",
+            quoted(text)
         )));
     }
     let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
@@ -30,13 +32,15 @@ pub fn parse_seconds(field: &str, text: &str) -> Result<u64> {
 
     let nanos = parse_units(digits).ok_or_else(|| {
         Error::invalid(format!(
-            "{field} is not a valid duration: {text:?}; use whole seconds such as \"3600\" \
-             or units ns, us, ms, s, m, h, d such as \"1h30m\""
+            "{field} is not a valid duration: {}; use whole seconds such as \"3600\" \
+             or units ns, us, ms, s, m, h, d such as \"1h30m\"",
+            quoted(text)
         ))
     })?;
     if nanos % NANOS_PER_SECOND != 0 {
         return Err(Error::invalid(format!(
-            "{field} must be a whole number of seconds, got {text:?}"
+            "{field} must be a whole number of seconds, got {}",
+            quoted(text)
         )));
     }
     let seconds = nanos / NANOS_PER_SECOND;
@@ -60,6 +64,11 @@ pub fn format_seconds(seconds: u64) -> String {
     }
 }
 
+/// Quotes input for an error message, cut so that huge input is not echoed whole.
+fn quoted(text: &str) -> String {
+    format!("{:?}", redact::truncate(text, 64))
+}
+
 fn whole_seconds(field: &str, text: &str, digits: &str) -> Result<u64> {
     match digits.parse::<u64>() {
         Ok(seconds) if seconds <= MAX_SECONDS => Ok(seconds),
@@ -69,7 +78,8 @@ fn whole_seconds(field: &str, text: &str, digits: &str) -> Result<u64> {
 
 fn too_long(field: &str, text: &str) -> Error {
     Error::invalid(format!(
-        "{field} is too long: {text:?}; the maximum is {MAX_SECONDS} seconds (100 years)"
+        "{field} is too long: {}; the maximum is {MAX_SECONDS} seconds (100 years)",
+        quoted(text)
     ))
 }
 

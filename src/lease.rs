@@ -9,9 +9,8 @@ use crate::config;
 use crate::due;
 use crate::duration;
 use crate::error::{Error, Result};
-use crate::litellm::Deletion;
-use crate::log;
 use crate::redact;
+use crate::revocation;
 use crate::role;
 use crate::settings::Settings;
 use crate::store::{Store, Update};
@@ -19,12 +18,6 @@ use crate::store::{Store, Update};
 /// Extra lifetime given to a key in LiteLLM beyond its lease, in seconds, so that clock
 /// skew never ends a key before its lease. Tidy deletes the key when the lease expires.
 pub const KEY_EXPIRY_BUFFER_SECONDS: u64 = 60;
-
-/// Failed revocations after which a lease is marked irrevocable.
-pub const IRREVOCABLE_AFTER_ATTEMPTS: u32 = 6;
-
-/// Maximum pause between tidy's revocation retries, in seconds.
-const MAX_RETRY_SECONDS: u64 = 3600;
 
 /// A stored lease.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,10 +44,13 @@ pub struct LeaseRecord {
     pub ttl: u64,
     /// Failed revocation attempts.
     pub revoke_attempts: u32,
-    /// Set after [`IRREVOCABLE_AFTER_ATTEMPTS`] failed revocations.
+    /// Set after [`revocation::IRREVOCABLE_AFTER_ATTEMPTS`] failed revocations.
     pub irrevocable: bool,
     /// Error of the last failed revocation.
     pub last_revoke_error: Option<String>,
+    /// Start of the revocation that holds the lease, while it runs.
+    #[serde(default)]
+    pub revoking_since: Option<u64>,
 }
 
 impl LeaseRecord {
@@ -95,10 +91,15 @@ fn parse_lease_id<'a>(settings: &Settings, lease_id: &'a str) -> Result<(&'a str
     Ok((role_name, id))
 }
 
-fn load(store: &Store, settings: &Settings, lease_id: &str) -> Result<LeaseRecord> {
+/// Returns the storage key of the lease `lease_id`, checking the id's form.
+pub fn storage_key_of(settings: &Settings, lease_id: &str) -> Result<String> {
     let (role_name, id) = parse_lease_id(settings, lease_id)?;
+    Ok(storage_key(role_name, id))
+}
+
+fn load(store: &Store, settings: &Settings, lease_id: &str) -> Result<LeaseRecord> {
     store
-        .get(&storage_key(role_name, id))?
+        .get(&storage_key_of(settings, lease_id)?)?
         .ok_or_else(|| Error::not_found(format!("lease {lease_id} not found")))
 }
 
@@ -143,6 +144,9 @@ pub fn renew(
             "lease {lease_id} reached its max TTL; request new credentials"
         )));
     }
+    if revocation::claim_is_live(record.revoking_since, now) {
+        return Err(being_revoked(lease_id));
+    }
 
     let requested = match increment {
         Some(text) => duration::parse_seconds("increment", text)?,
@@ -180,8 +184,12 @@ pub fn renew(
                     "lease {lease_id} was revoked during the renewal"
                 )));
             };
+            if revocation::claim_is_live(current.revoking_since, now) {
+                return Err(being_revoked(lease_id));
+            }
             current.expires_at = expires_at;
             current.last_renewed_at = Some(now);
+            current.revoking_since = None;
             Ok(Update::Put(current))
         })?
         .ok_or_else(|| Error::not_found(format!("lease {lease_id} not found")))?;
@@ -193,6 +201,12 @@ pub fn renew(
     })
 }
 
+fn being_revoked(lease_id: &str) -> Error {
+    Error::invalid(format!(
+        "lease {lease_id} is being revoked, so it cannot be renewed; request new credentials"
+    ))
+}
+
 /// Returns the increment of a renewal that names none: the role's TTL, or the lease's
 /// first TTL when the role is gone, or the engine default.
 fn default_increment(store: &Store, settings: &Settings, record: &LeaseRecord) -> Result<u64> {
@@ -201,93 +215,6 @@ fn default_increment(store: &Store, settings: &Settings, record: &LeaseRecord) -
         role_ttl
     } else {
         settings.default_ttl
-    })
-}
-
-/// Deletes the lease's key in LiteLLM and then the lease. On failure the lease is kept,
-/// with the attempt recorded. A lease that no longer exists counts as revoked, as in Vault.
-pub fn revoke(store: &Store, settings: &Settings, lease_id: &str) -> Result<()> {
-    let (role_name, id) = parse_lease_id(settings, lease_id)?;
-    let Some(record) = store.get::<LeaseRecord>(&storage_key(role_name, id))? else {
-        return Ok(());
-    };
-    match delete_key(store, settings, &record) {
-        Ok(_) => store.delete(&record.storage_key()),
-        Err(error) => {
-            record_failure(store, &record, &error)?;
-            Err(error)
-        }
-    }
-}
-
-/// Revokes a lease for tidy. On failure the lease is kept and filed again after a backoff;
-/// returns whether the lease has just become irrevocable.
-pub fn revoke_expired(
-    store: &Store,
-    settings: &Settings,
-    record: &LeaseRecord,
-) -> Result<RevokeOutcome> {
-    match delete_key(store, settings, record) {
-        Ok(_) => {
-            store.delete(&record.storage_key())?;
-            Ok(RevokeOutcome::Revoked)
-        }
-        Err(error) => {
-            log::warn(&format!(
-                "revoking expired lease {}/{} failed: {error}",
-                record.role, record.id
-            ));
-            let updated = record_failure(store, record, &error)?;
-            let attempts = updated
-                .as_ref()
-                .map_or(record.revoke_attempts + 1, |lease| lease.revoke_attempts);
-            due::file(
-                store,
-                &record.storage_key(),
-                clock::now() + retry_delay(attempts),
-            )?;
-            Ok(RevokeOutcome::Failed {
-                became_irrevocable: attempts == IRREVOCABLE_AFTER_ATTEMPTS,
-            })
-        }
-    }
-}
-
-/// Result of one revocation attempt by tidy.
-pub enum RevokeOutcome {
-    /// The key is gone and the lease deleted.
-    Revoked,
-    /// The attempt failed and a retry is filed.
-    Failed {
-        /// Whether this failure made the lease irrevocable.
-        became_irrevocable: bool,
-    },
-}
-
-/// Pause before retry number `attempts`: one minute, doubling up to an hour.
-pub fn retry_delay(attempts: u32) -> u64 {
-    let doublings = attempts.saturating_sub(1).min(6);
-    (due::BUCKET_SECONDS << doublings).min(MAX_RETRY_SECONDS)
-}
-
-fn delete_key(store: &Store, settings: &Settings, record: &LeaseRecord) -> Result<Deletion> {
-    config::client_for(store, settings, &record.litellm_url)?.delete_key(&record.token_hash)
-}
-
-fn record_failure(
-    store: &Store,
-    record: &LeaseRecord,
-    error: &Error,
-) -> Result<Option<LeaseRecord>> {
-    let message = error.to_string();
-    store.update(&record.storage_key(), |current: Option<LeaseRecord>| {
-        let Some(mut current) = current else {
-            return Ok(Update::Keep);
-        };
-        current.revoke_attempts += 1;
-        current.irrevocable = current.revoke_attempts >= IRREVOCABLE_AFTER_ATTEMPTS;
-        current.last_revoke_error = Some(message.clone());
-        Ok(Update::Put(current))
     })
 }
 

@@ -7,7 +7,8 @@
 //! - [`config`]: the LiteLLM URL and master key.
 //! - [`role`]: roles and their validation.
 //! - [`creds`]: issuing a key and its lease without leaving orphans.
-//! - [`lease`]: renewal, revocation, lookup and listing.
+//! - [`lease`]: lease records, renewal, lookup and listing.
+//! - [`revocation`]: deleting a lease's key, on request or by tidy.
 //! - [`tidy`] and [`due`]: revoking expired leases through a time-bucketed index.
 //! - [`litellm`] and [`outbound`]: the LiteLLM key API over `wasi:http`.
 //! - [`store`], [`settings`], [`clock`], [`ids`], [`duration`], [`url`], [`redact`], [`log`]:
@@ -36,6 +37,7 @@ mod litellm;
 mod log;
 mod outbound;
 mod redact;
+mod revocation;
 mod role;
 mod settings;
 mod store;
@@ -106,7 +108,7 @@ impl Guest for Engine {
     }
 
     fn revoke_lease(lease_id: String) -> Result<(), WitError> {
-        with_store(|settings, store| lease::revoke(store, settings, &lease_id))
+        with_store(|settings, store| revocation::revoke(store, settings, &lease_id))
     }
 
     fn lookup_lease(lease_id: String) -> Result<Lease, WitError> {

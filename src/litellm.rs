@@ -16,6 +16,9 @@ const IDEMPOTENT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it grows fourfold per attempt.
 const FIRST_BACKOFF_MILLIS: u64 = 200;
 
+/// LiteLLM's message when none of the keys in a delete request exist.
+const NO_KEYS_FOUND: &str = "No keys found";
+
 /// A newly generated key.
 pub struct NewKey {
     /// The plaintext key, `sk-...`.
@@ -35,17 +38,23 @@ pub enum Deletion {
 
 /// A failed generate request.
 pub struct GenerateError {
-    /// What failed.
+    /// Cause of the failure.
     pub error: Error,
     /// Whether a key may have been created despite the failure.
     pub key_may_exist: bool,
+    /// Whether LiteLLM may still be working on the request, because no response arrived:
+    /// a key may appear after an immediate cleanup found nothing.
+    pub may_be_in_flight: bool,
 }
 
 /// A failed request with what is known about its effect.
 struct CallError {
     error: Error,
     status: Option<u16>,
+    /// LiteLLM's error message, unmasked, for recognising known answers.
+    detail: String,
     may_have_acted: bool,
+    may_be_in_flight: bool,
     retryable: bool,
 }
 
@@ -97,11 +106,13 @@ impl Client {
             .map_err(|failure| GenerateError {
                 error: failure.error,
                 key_may_exist: failure.may_have_acted,
+                may_be_in_flight: failure.may_be_in_flight,
             })?;
         self.parse_new_key(&response)
             .map_err(|error| GenerateError {
                 error,
                 key_may_exist: true,
+                may_be_in_flight: false,
             })
     }
 
@@ -129,8 +140,13 @@ impl Client {
         match self.call_with_retries("/key/delete", body) {
             Ok(_) => Ok(Deletion::Deleted),
             // LiteLLM answers 404 "No keys found" only when none of the keys exist, so the
-            // key is already gone.
-            Err(failure) if failure.status == Some(404) => Ok(Deletion::AlreadyGone),
+            // key is already gone. Any other 404 (a reverse proxy's, or an unknown route's
+            // under a wrong base path) says nothing about the key.
+            Err(failure)
+                if failure.status == Some(404) && failure.detail.contains(NO_KEYS_FOUND) =>
+            {
+                Ok(Deletion::AlreadyGone)
+            }
             Err(failure) => Err(failure.error),
         }
     }
@@ -174,6 +190,7 @@ impl Client {
 
     fn transport_error(&self, route: &str, failure: Failure) -> CallError {
         let may_have_acted = failure.may_have_reached_server();
+        let may_be_in_flight = matches!(failure, Failure::TimedOut(_) | Failure::Broken(_));
         let denied = matches!(failure, Failure::Denied(_));
         let error = match failure {
             Failure::Denied(message) | Failure::NotSent(message) | Failure::Broken(message) => {
@@ -192,13 +209,16 @@ impl Client {
         CallError {
             error,
             status: None,
+            detail: String::new(),
             may_have_acted,
+            may_be_in_flight,
             retryable: !denied,
         }
     }
 
     fn status_error(&self, route: &str, response: &Response) -> CallError {
         let status = response.status;
+        let raw_detail = error_detail(&response.body);
         let detail = self.quote(&response.body);
         let message = match status {
             300..=399 => format!(
@@ -224,6 +244,8 @@ impl Client {
         CallError {
             error: Error::upstream(Some(status), message),
             status: Some(status),
+            detail: raw_detail,
+            may_be_in_flight: false,
             // A redirect comes from something other than LiteLLM, which acted on nothing.
             may_have_acted: status >= 500,
             retryable: status >= 500 || status == 429,
@@ -232,11 +254,7 @@ impl Client {
 
     /// Extracts LiteLLM's error message from a response body, secrets masked.
     fn quote(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|value| error_message(&value))
-            .unwrap_or_else(|| text.trim().to_owned());
+        let message = error_detail(body);
         if message.is_empty() {
             return "empty response body".to_owned();
         }
@@ -281,6 +299,15 @@ impl Client {
             token_hash,
         })
     }
+}
+
+/// Returns LiteLLM's error message from a response body, or the trimmed body text.
+fn error_detail(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|value| error_message(&value))
+        .unwrap_or_else(|| text.trim().to_owned())
 }
 
 /// Finds the message in LiteLLM's error shapes: `{"error": {"message"}}`, FastAPI's

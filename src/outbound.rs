@@ -1,5 +1,6 @@
 //! Outbound HTTP over `wasi:http`, with timeouts and a bounded response body.
 
+use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
@@ -14,6 +15,10 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const CONNECT_TIMEOUT_SECONDS: u64 = 5;
 const BETWEEN_BYTES_TIMEOUT_SECONDS: u64 = 10;
+
+/// Time allowed for reading a response body after it started, in seconds. The body is
+/// checked between chunks, so a read may overrun it by one between-bytes timeout.
+const BODY_DEADLINE_SECONDS: u64 = 30;
 
 /// Largest chunk `blocking-write-and-flush` accepts.
 const WRITE_CHUNK_BYTES: usize = 4096;
@@ -94,7 +99,8 @@ pub fn send(
         }
     };
     written.map_err(Failure::Broken)?;
-    read_response(base, response)
+    let deadline = monotonic_clock::now() + BODY_DEADLINE_SECONDS * NANOS_PER_SECOND;
+    read_response(base, response, deadline)
 }
 
 fn build_request(
@@ -157,7 +163,11 @@ fn write_body(outgoing_body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
         .map_err(|code| format!("finishing the request body failed: {code:?}"))
 }
 
-fn read_response(base: &BaseUrl, response: IncomingResponse) -> Result<Response, Failure> {
+fn read_response(
+    base: &BaseUrl,
+    response: IncomingResponse,
+    deadline: u64,
+) -> Result<Response, Failure> {
     let status = response.status();
     let location = response
         .headers()
@@ -180,6 +190,12 @@ fn read_response(base: &BaseUrl, response: IncomingResponse) -> Result<Response,
                         return Err(Failure::TooLarge);
                     }
                     body.extend_from_slice(&chunk);
+                    if monotonic_clock::now() > deadline {
+                        return Err(Failure::TimedOut(format!(
+                            "LiteLLM at {base} did not finish its response within \
+                             {BODY_DEADLINE_SECONDS}s"
+                        )));
+                    }
                 }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(error)) => {

@@ -27,6 +27,16 @@ const MAX_MODEL_BYTES: usize = 256;
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 const BUDGET_PERIOD_WORDS: [&str; 4] = ["hourly", "daily", "weekly", "monthly"];
 
+/// Longest budget period, in days. LiteLLM computes the reset date as now plus the period,
+/// and a date past year 9999 fails there with HTTP 400.
+const MAX_BUDGET_PERIOD_DAYS: f64 = 3660.0;
+
+/// Largest tokens- or requests-per-minute limit: LiteLLM stores them as 64-bit integers.
+const MAX_RATE_LIMIT: u64 = i64::MAX as u64;
+
+/// Largest parallel-request limit: LiteLLM stores it as a 32-bit integer.
+const MAX_PARALLEL_REQUESTS: u64 = i32::MAX as u64;
+
 /// A stored role, without its name (the storage key carries it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleRecord {
@@ -141,9 +151,12 @@ pub fn find(store: &Store, name: &str) -> Result<Option<RoleRecord>> {
 }
 
 /// Deletes the role `name`; deleting a missing role succeeds. Leases are not touched.
+///
+/// The name leaves the index before the record is deleted. A write racing the delete
+/// then either re-adds the name after this removal or has its record deleted, and the
+/// listing hides names without a record, so the index never hides a stored role.
 pub fn delete(store: &Store, name: &str) -> Result<()> {
     validate_name(name)?;
-    store.delete(&role_key(name))?;
     store.update(INDEX_KEY, |current: Option<Vec<String>>| {
         let mut names = current.unwrap_or_default();
         let before = names.len();
@@ -154,22 +167,26 @@ pub fn delete(store: &Store, name: &str) -> Result<()> {
             Update::Put(names)
         })
     })?;
-    Ok(())
+    store.delete(&role_key(name))
 }
 
 /// Returns the names of all roles, sorted.
 pub fn list(store: &Store) -> Result<Vec<String>> {
     let names: Vec<String> = store.get(INDEX_KEY)?.unwrap_or_default();
 
-    // A name whose role record is gone is skipped: a delete interrupted between its two
-    // writes leaves one behind.
+    // A name whose role record is gone is skipped: a write racing a delete can leave one
+    // behind. Results are matched by key, because stores such as Spin's return only the
+    // keys that exist, in their own order.
     let keys: Vec<String> = names.iter().map(|name| role_key(name)).collect();
-    let found = store.get_many_text(&keys)?;
+    let found: std::collections::BTreeSet<String> = store
+        .get_many_text(&keys)?
+        .into_iter()
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key)
+        .collect();
     let mut existing: Vec<String> = names
         .into_iter()
-        .zip(found)
-        .filter(|(_, (_, value))| value.is_some())
-        .map(|(name, _)| name)
+        .filter(|name| found.contains(&role_key(name)))
         .collect();
     existing.sort();
     Ok(existing)
@@ -216,13 +233,14 @@ fn merge(mut role: RoleRecord, request: &RoleRequest) -> Result<RoleRecord> {
         role.budget_duration = validate_budget_duration(period)?;
     }
     if let Some(limit) = request.tpm_limit {
-        role.tpm_limit = nonzero(limit);
+        role.tpm_limit = validate_limit("tpm_limit", limit, MAX_RATE_LIMIT)?;
     }
     if let Some(limit) = request.rpm_limit {
-        role.rpm_limit = nonzero(limit);
+        role.rpm_limit = validate_limit("rpm_limit", limit, MAX_RATE_LIMIT)?;
     }
     if let Some(limit) = request.max_parallel_requests {
-        role.max_parallel_requests = nonzero(limit);
+        role.max_parallel_requests =
+            validate_limit("max_parallel_requests", limit, MAX_PARALLEL_REQUESTS)?;
     }
     if let Some(prefix) = &request.key_alias_prefix {
         validate_alias_prefix(prefix)?;
@@ -240,8 +258,14 @@ fn merge(mut role: RoleRecord, request: &RoleRequest) -> Result<RoleRecord> {
     Ok(role)
 }
 
-fn nonzero(value: u64) -> Option<u64> {
-    (value > 0).then_some(value)
+/// Checks a limit against the largest value LiteLLM's database column stores; `0` clears it.
+fn validate_limit(field: &str, value: u64, max: u64) -> Result<Option<u64>> {
+    if value > max {
+        return Err(Error::invalid(format!(
+            "{field} is {value}; the maximum LiteLLM stores is {max}, and 0 means no limit"
+        )));
+    }
+    Ok((value > 0).then_some(value))
 }
 
 fn validate_models(models: &[String]) -> Result<Vec<String>> {
@@ -298,13 +322,23 @@ fn validate_budget_duration(period: &str) -> Result<Option<String>> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(period.len());
     let (number, unit) = period.split_at(digits_end);
-    let number_valid = !number.is_empty() && !number.starts_with('0') && number.len() <= 9;
-    if number_valid && matches!(unit, "s" | "m" | "h" | "d" | "w" | "mo") {
+    let days_per_unit = match unit {
+        "s" => 1.0 / 86_400.0,
+        "m" => 1.0 / 1440.0,
+        "h" => 1.0 / 24.0,
+        "d" => 1.0,
+        "w" => 7.0,
+        "mo" => 31.0,
+        _ => 0.0,
+    };
+    let count = number.parse::<u64>().unwrap_or(0);
+    if count > 0 && days_per_unit > 0.0 && count as f64 * days_per_unit <= MAX_BUDGET_PERIOD_DAYS {
         return Ok(Some(period.to_owned()));
     }
     Err(Error::invalid(format!(
         "budget_duration is invalid: {:?}; use a positive integer with s, m, h, d, w or mo \
-         (such as \"30d\"), or hourly, daily, weekly, monthly",
+         up to {MAX_BUDGET_PERIOD_DAYS} days (such as \"30d\"), or hourly, daily, weekly, \
+         monthly",
         redact::truncate(period, 80)
     )))
 }

@@ -3,6 +3,7 @@
 use crate::bindings::wasi::config::store as config_store;
 use crate::duration;
 use crate::error::{Error, Result};
+use crate::redact;
 
 /// Lease TTL when neither the request nor the role sets one.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -13,6 +14,10 @@ pub const MAX_TTL: u64 = 768 * 3600;
 /// Wait for the start of each LiteLLM response. `/key/generate` writes to LiteLLM's
 /// database, which takes well under a second when healthy.
 pub const LITELLM_TIMEOUT: u64 = 30;
+
+/// Largest accepted `litellm_timeout`. An issuance must end well within the grace period
+/// after which tidy deletes its key as abandoned (5 minutes).
+pub const MAX_LITELLM_TIMEOUT: u64 = 120;
 
 /// Settings that shape lease ids, storage and TTL defaults.
 #[derive(Debug, Clone)]
@@ -38,6 +43,12 @@ impl Settings {
         let default_ttl = read_duration("default_ttl", DEFAULT_TTL)?;
         let max_ttl = read_duration("max_ttl", MAX_TTL)?;
         let litellm_timeout = read_duration("litellm_timeout", LITELLM_TIMEOUT)?;
+        if litellm_timeout > MAX_LITELLM_TIMEOUT {
+            return Err(Error::invalid(format!(
+                "host setting litellm_timeout ({litellm_timeout}s) exceeds {MAX_LITELLM_TIMEOUT}s; \
+                 lower it"
+            )));
+        }
 
         if default_ttl > max_ttl {
             return Err(Error::invalid(format!(
@@ -88,7 +99,8 @@ fn validate_mount(mount: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::invalid(format!(
-        "host setting mount is invalid: {mount:?}; use up to 64 letters, digits, '_' and '-', \
-         with '/' between segments"
+        "host setting mount is invalid: {:?}; use up to 64 letters, digits, '_' and '-', \
+         with '/' between segments",
+        redact::truncate(mount, 80)
     )))
 }

@@ -6,11 +6,16 @@ use crate::clock;
 use crate::creds::{self, PENDING_GRACE_SECONDS, PendingRecord};
 use crate::due::{self, Entry};
 use crate::error::Result;
-use crate::lease::{self, LeaseRecord, RevokeOutcome};
+use crate::lease::{self, LeaseRecord};
+use crate::log;
+use crate::revocation::{self, RevokeOutcome};
 use crate::settings::Settings;
 use crate::store::Store;
 
-/// Records one tidy call looks at before it returns with `complete: false`, so that a
+/// Wait before tidy looks again at a record it could not handle, in seconds.
+const DEFERRED_RETRY_SECONDS: u64 = 3600;
+
+/// Records one tidy call handles before it returns with `complete: false`, so that a
 /// backlog never outlasts a host's request timeout.
 pub const MAX_RECORDS_PER_CALL: u32 = 500;
 
@@ -32,20 +37,22 @@ pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
         marked_irrevocable: 0,
         complete: true,
     };
-    let mut records_seen = 0;
+    let mut records_done = 0;
     let retire_before = due::retirable_before(now);
 
     for bucket in due::cursor(store, now)?..=due::bucket_of(now) {
         let entries = due::entries(store, bucket)?;
         let mut kept_entries = 0;
         for entry in &entries {
-            if records_seen >= MAX_RECORDS_PER_CALL {
+            if records_done >= MAX_RECORDS_PER_CALL {
                 report.complete = false;
                 return Ok(report);
             }
-            records_seen += 1;
-            match visit(store, settings, entry, now, &mut report)? {
-                Next::Done => due::remove(store, entry)?,
+            match visit_or_defer(store, settings, entry, now, &mut report)? {
+                Next::Done => {
+                    records_done += 1;
+                    due::remove(store, entry)?;
+                }
                 Next::Later => kept_entries += 1,
             }
         }
@@ -54,6 +61,30 @@ pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
         }
     }
     Ok(report)
+}
+
+/// Visits an entry's record. A record that cannot be read or handled, such as one that is
+/// no longer valid JSON, is logged, counted as failed and filed again for later, so that
+/// one bad record never stops tidy.
+fn visit_or_defer(
+    store: &Store,
+    settings: &Settings,
+    entry: &Entry,
+    now: u64,
+    report: &mut TidyReport,
+) -> Result<Next> {
+    match visit(store, settings, entry, now, report) {
+        Ok(next) => Ok(next),
+        Err(error) => {
+            log::warn(&format!(
+                "tidy could not handle {}: {error}; retrying in {}s",
+                entry.record_key, DEFERRED_RETRY_SECONDS
+            ));
+            report.failed += 1;
+            due::file(store, &entry.record_key, now + DEFERRED_RETRY_SECONDS)?;
+            Ok(Next::Done)
+        }
+    }
 }
 
 fn visit(
@@ -96,8 +127,9 @@ fn visit_lease(
             },
         );
     }
-    match lease::revoke_expired(store, settings, record)? {
+    match revocation::revoke_expired(store, settings, record, now)? {
         RevokeOutcome::Revoked => report.revoked_leases += 1,
+        RevokeOutcome::Skipped => {}
         RevokeOutcome::Failed { became_irrevocable } => {
             report.failed += 1;
             if became_irrevocable {

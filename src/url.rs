@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::redact;
 
 /// Longest accepted URL, in bytes.
 const MAX_URL_BYTES: usize = 2048;
@@ -30,8 +31,9 @@ impl BaseUrl {
     pub fn parse(text: &str) -> Result<Self> {
         let invalid = |reason: &str| {
             Error::invalid(format!(
-                "url is invalid: {text:?} {reason}; use http://host:port or https://host \
-                 with an optional base path"
+                "url is invalid: {:?} {reason}; use http://host:port or https://host \
+                 with an optional base path",
+                redact::truncate(text, 200)
             ))
         };
         if text.len() > MAX_URL_BYTES {

@@ -476,3 +476,40 @@ async fn c17_config_changed_under_live_leases() {
     );
     assert_eq!(other.live_keys().len(), 1);
 }
+
+/// A revocation in progress claims the lease, and a renewal meeting a live claim fails, so
+/// no renewal reports success for a key being deleted. A claim older than ten minutes
+/// belongs to a revocation that died and no longer blocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_refused_during_revocation() {
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+    let credential = fixture.issue("dev").await;
+    let key = fixture.stored("lease/").pop().unwrap();
+    let mut record = fixture.host.kv.get_json(&key).unwrap();
+
+    record["revoking_since"] = json!(fixture.host.clock.now_seconds());
+    fixture.host.kv.put_text(&key, &record.to_string());
+    let error = fixture
+        .host
+        .try_renew_lease(&credential.lease_id, None)
+        .await
+        .error();
+    assert!(
+        invalid_input(&error).contains("is being revoked"),
+        "{error:?}"
+    );
+    assert_eq!(fixture.request_count("/key/update"), 0);
+
+    record["revoking_since"] = json!(fixture.host.clock.now_seconds() - 601);
+    fixture.host.kv.put_text(&key, &record.to_string());
+    fixture
+        .host
+        .try_renew_lease(&credential.lease_id, None)
+        .await
+        .value();
+    assert_eq!(
+        fixture.host.kv.get_json(&key).unwrap()["revoking_since"],
+        json!(null)
+    );
+}

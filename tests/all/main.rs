@@ -1,6 +1,7 @@
 //! Integration tests: the built engine component under wasmtime, against the LiteLLM
 //! double and, when `LITELLM_URL` and `LITELLM_MASTER_KEY` are set, the real proxy.
 
+mod adversarial;
 mod config;
 mod creds;
 mod leases;

@@ -126,7 +126,7 @@ async fn tidy_work_grows_with_expired_leases() {
     let report = fixture.host.try_tidy().await.value();
     assert_eq!(report.revoked_leases, 2);
     let reads = fixture.host.kv.take_reads();
-    let lease_reads: Vec<&String> = reads
+    let lease_reads: std::collections::BTreeSet<&String> = reads
         .iter()
         .filter(|key| key.starts_with("lease/"))
         .collect();
@@ -214,11 +214,49 @@ async fn tidy_survives_clock_going_back() {
 
     // A tidy that ran while the host clock was a day ahead left the cursor a day ahead.
     let day_ahead = (fixture.host.clock.now_seconds() + 86_400) / 60;
-    fixture.host.kv.put_text("due/cursor", &day_ahead.to_string());
+    fixture
+        .host
+        .kv
+        .put_text("due/cursor", &day_ahead.to_string());
 
     // Back on the right time, a lease expires and tidy must still find it.
     let credential = fixture.issue("short").await;
     fixture.host.clock.advance(61);
     assert_eq!(fixture.host.try_tidy().await.value().revoked_leases, 1);
-    not_found(&fixture.host.try_lookup_lease(&credential.lease_id).await.error());
+    not_found(
+        &fixture
+            .host
+            .try_lookup_lease(&credential.lease_id)
+            .await
+            .error(),
+    );
+}
+
+/// Tidy leaves a lease that another revocation claimed, and looks again once the claim
+/// would have ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn tidy_skips_claimed_lease_until_claim_ends() {
+    let fixture = Fixture::start().await;
+    fixture.role("short", &["m"], "60s", "1h").await;
+    let credential = fixture.issue("short").await;
+    fixture.host.clock.advance(61);
+
+    let key = fixture.stored("lease/").pop().unwrap();
+    let mut record = fixture.host.kv.get_json(&key).unwrap();
+    record["revoking_since"] = serde_json::json!(fixture.host.clock.now_seconds());
+    fixture.host.kv.put_text(&key, &record.to_string());
+
+    let report = fixture.host.try_tidy().await.value();
+    assert_eq!((report.revoked_leases, report.failed), (0, 0));
+    assert_eq!(fixture.request_count("/key/delete"), 0);
+
+    fixture.host.clock.advance(601);
+    assert_eq!(fixture.host.try_tidy().await.value().revoked_leases, 1);
+    not_found(
+        &fixture
+            .host
+            .try_lookup_lease(&credential.lease_id)
+            .await
+            .error(),
+    );
 }

@@ -399,14 +399,17 @@ impl batch::Host for Ctx {
                 return result;
             }
         }
+        // Like Spin's stores, only keys that exist are returned, in no promised order.
         let name = self.bucket_name(&bucket)?;
-        Ok(Ok(keys
+        let mut found: Vec<(String, Option<Vec<u8>>)> = keys
             .into_iter()
-            .map(|key| {
-                let value = self.read(&name, &key);
-                (key, value)
+            .filter_map(|key| {
+                let value = self.read(&name, &key)?;
+                Some((key, Some(value)))
             })
-            .collect()))
+            .collect();
+        found.reverse();
+        Ok(Ok(found))
     }
 
     fn set_many(
