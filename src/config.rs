@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::litellm::Client;
 use crate::role;
+use crate::seal::{self, Sealed};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::url::BaseUrl;
@@ -30,8 +31,18 @@ struct ConfigRecord {
     updated_at: u64,
 }
 
-/// A LiteLLM URL and its master key.
+/// A LiteLLM URL and its master key, as stored: sealed when the host configures an
+/// encryption key, else in plaintext.
 #[derive(Serialize, Deserialize)]
+struct StoredConnection {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    master_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_master_key: Option<Sealed>,
+}
+
+/// A LiteLLM URL and its master key.
 struct Connection {
     /// Base URL of the proxy, as [`BaseUrl`] prints it.
     url: String,
@@ -53,6 +64,44 @@ impl Connection {
         let url = BaseUrl::parse(&self.url)?;
         Ok(Client::new(url, self.master_key, settings.litellm_timeout))
     }
+
+    fn to_stored(&self, settings: &Settings) -> Result<StoredConnection> {
+        let (master_key, sealed_master_key) = match &settings.sealing_key {
+            Some(key) => (None, Some(seal::seal(key, &self.master_key, &self.url)?)),
+            None => (Some(self.master_key.clone()), None),
+        };
+        Ok(StoredConnection {
+            url: self.url.clone(),
+            master_key,
+            sealed_master_key,
+        })
+    }
+
+    fn from_stored(stored: StoredConnection, settings: &Settings) -> Result<Self> {
+        let master_key = match (stored.sealed_master_key, stored.master_key) {
+            (Some(sealed), _) => {
+                let key = settings.sealing_key.as_ref().ok_or_else(|| {
+                    Error::storage(format!(
+                        "the master key for {} is stored encrypted, but no encryption_key is \
+                         set; set it to the key it was written with",
+                        stored.url
+                    ))
+                })?;
+                seal::open(key, &sealed, &stored.url)?
+            }
+            (None, Some(master_key)) => master_key,
+            (None, None) => {
+                return Err(Error::storage(format!(
+                    "the stored connection for {} has no master key; write the config again",
+                    stored.url
+                )));
+            }
+        };
+        Ok(Self {
+            url: stored.url,
+            master_key,
+        })
+    }
 }
 
 /// Verifies and stores new connection settings.
@@ -73,7 +122,7 @@ pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Resu
 
     let master_key = match request.master_key {
         Some(master_key) => validate_master_key(master_key)?,
-        None => stored_master_key(store, current.as_ref(), &url_string)?,
+        None => stored_master_key(store, settings, current.as_ref(), &url_string)?,
     };
     Client::new(url, master_key.clone(), settings.litellm_timeout).verify()?;
 
@@ -81,7 +130,10 @@ pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Resu
         url: url_string.clone(),
         master_key,
     };
-    store.put(&connection_key(&url_string), &connection)?;
+    store.put(
+        &connection_key(&url_string),
+        &connection.to_stored(settings)?,
+    )?;
     let record = ConfigRecord {
         url: url_string,
         updated_at: clock::now(),
@@ -106,26 +158,32 @@ pub fn delete(store: &Store) -> Result<()> {
 /// Returns a client for the current config, for issuing credentials.
 pub fn current_client(store: &Store, settings: &Settings) -> Result<Client> {
     let record: ConfigRecord = store.get(CONFIG_KEY)?.ok_or_else(not_configured)?;
-    connection_for(store, &record.url)?.client(settings)
+    connection_for(store, settings, &record.url)?.client(settings)
 }
 
 /// Returns a client for the LiteLLM proxy at `url`, for managing the keys it minted.
 pub fn client_for(store: &Store, settings: &Settings, url: &str) -> Result<Client> {
-    connection_for(store, url)?.client(settings)
+    connection_for(store, settings, url)?.client(settings)
 }
 
-fn connection_for(store: &Store, url: &str) -> Result<Connection> {
-    store.get(&connection_key(url))?.ok_or_else(|| {
+fn connection_for(store: &Store, settings: &Settings, url: &str) -> Result<Connection> {
+    let stored: StoredConnection = store.get(&connection_key(url))?.ok_or_else(|| {
         Error::not_found(format!(
             "no master key is stored for LiteLLM at {url}; write the config with this url \
              and its master_key to manage its keys"
         ))
-    })
+    })?;
+    Connection::from_stored(stored, settings)
 }
 
-fn stored_master_key(store: &Store, current: Option<&ConfigRecord>, url: &str) -> Result<String> {
+fn stored_master_key(
+    store: &Store,
+    settings: &Settings,
+    current: Option<&ConfigRecord>,
+    url: &str,
+) -> Result<String> {
     match current {
-        Some(current) if current.url == url => Ok(connection_for(store, url)?.master_key),
+        Some(current) if current.url == url => Ok(connection_for(store, settings, url)?.master_key),
         Some(current) => Err(Error::invalid(format!(
             "master_key is required when url changes (from {} to {url}); send the master key \
              of the new proxy",

@@ -69,12 +69,14 @@ struct LeaseTimes {
     warnings: Vec<String>,
 }
 
-/// Mints a key for `role_name` and stores its lease.
+/// Mints a key for `role_name` and stores its lease, owned by the client token with
+/// accessor `owner` if one requested it.
 pub fn issue(
     store: &Store,
     settings: &Settings,
     role_name: &str,
     requested_ttl: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<Credential> {
     let role = role::load(store, role_name)?;
     let requested = match requested_ttl {
@@ -121,6 +123,7 @@ pub fn issue(
         irrevocable: false,
         last_revoke_error: None,
         revoking_since: None,
+        owner: owner.map(str::to_owned),
     };
     store_lease(store, &record)
         .map_err(|error| abandon_lease(store, &client, &pending, &new_key, error))?;

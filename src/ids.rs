@@ -21,8 +21,24 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes hex text; `None` when it is not an even number of hex digits.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
+}
+
 /// Returns the lowercase hex SHA-256 digest of `text`, the form LiteLLM stores keys in.
 pub fn sha256_hex(text: &str) -> String {
+    hex(&sha256_bytes(text))
+}
+
+/// Returns the SHA-256 digest of `text`.
+pub fn sha256_bytes(text: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(text.as_bytes()))
+    Sha256::digest(text.as_bytes()).into()
 }

@@ -51,6 +51,10 @@ pub struct LeaseRecord {
     /// Start of the revocation that holds the lease, while it runs.
     #[serde(default)]
     pub revoking_since: Option<u64>,
+    /// Accessor of the client token that requested the credential; `None` for the admin
+    /// and for hosts that call the engine directly.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl LeaseRecord {
@@ -97,9 +101,13 @@ pub fn storage_key_of(settings: &Settings, lease_id: &str) -> Result<String> {
     Ok(storage_key(role_name, id))
 }
 
+/// Returns the lease `lease_id` if it exists.
+pub fn find(store: &Store, settings: &Settings, lease_id: &str) -> Result<Option<LeaseRecord>> {
+    store.get(&storage_key_of(settings, lease_id)?)
+}
+
 fn load(store: &Store, settings: &Settings, lease_id: &str) -> Result<LeaseRecord> {
-    store
-        .get(&storage_key_of(settings, lease_id)?)?
+    find(store, settings, lease_id)?
         .ok_or_else(|| Error::not_found(format!("lease {lease_id} not found")))
 }
 

@@ -4,6 +4,7 @@ use crate::bindings::wasi::config::store as config_store;
 use crate::duration;
 use crate::error::{Error, Result};
 use crate::redact;
+use crate::seal::SealingKey;
 
 /// Lease TTL when neither the request nor the role sets one.
 pub const DEFAULT_TTL: u64 = 3600;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub max_ttl: u64,
     /// Wait in seconds for the start of each LiteLLM response.
     pub litellm_timeout: u64,
+    /// Key that stored master keys are encrypted with; `None` stores them in plaintext.
+    pub sealing_key: Option<SealingKey>,
 }
 
 impl Settings {
@@ -43,6 +46,9 @@ impl Settings {
         let default_ttl = read_duration("default_ttl", DEFAULT_TTL)?;
         let max_ttl = read_duration("max_ttl", MAX_TTL)?;
         let litellm_timeout = read_duration("litellm_timeout", LITELLM_TIMEOUT)?;
+        let sealing_key = read("encryption_key")?
+            .map(|text| SealingKey::from_hex(&text))
+            .transpose()?;
         if litellm_timeout > MAX_LITELLM_TIMEOUT {
             return Err(Error::invalid(format!(
                 "host setting litellm_timeout ({litellm_timeout}s) exceeds {MAX_LITELLM_TIMEOUT}s; \
@@ -62,8 +68,14 @@ impl Settings {
             default_ttl,
             max_ttl,
             litellm_timeout,
+            sealing_key,
         })
     }
+}
+
+/// Reads the admin token of the HTTP API; `None` when unset or empty.
+pub fn admin_token() -> Result<Option<String>> {
+    read("admin_token")
 }
 
 fn read(key: &str) -> Result<Option<String>> {

@@ -11,6 +11,7 @@ use crate::log;
 use crate::revocation::{self, RevokeOutcome};
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::tokens;
 
 /// Wait before tidy looks again at a record it could not handle, in seconds.
 const DEFERRED_RETRY_SECONDS: u64 = 3600;
@@ -99,6 +100,11 @@ fn visit(
             return Ok(Next::Done);
         };
         return visit_lease(store, settings, &record, now, report);
+    }
+    if entry.record_key.starts_with("token/") {
+        // A token is filed at its expiry, so one still waiting expires later this minute.
+        let waiting = tokens::tidy_expired(store, &entry.record_key, now)?;
+        return Ok(if waiting { Next::Later } else { Next::Done });
     }
     if entry.record_key.starts_with("pending/") {
         let Some(pending) = store.get::<PendingRecord>(&entry.record_key)? else {

@@ -4,6 +4,7 @@
 mod adversarial;
 mod config;
 mod creds;
+mod http_api;
 mod leases;
 mod races;
 mod real_litellm;

@@ -41,6 +41,7 @@ pub use bindings::exports::litellm_secrets::engine::types::{
     TidyReport, UpstreamError,
 };
 use bindings::{EngineCore, EngineCorePre};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Largest amount of guest stderr kept per call, in bytes.
 const STDERR_CAPACITY: usize = 1024 * 1024;
@@ -90,12 +91,14 @@ impl bindings::wasi::config::store::Host for Ctx {
 }
 
 /// The compiled component and its linker, shared by all tests.
-struct Runtime {
+pub(crate) struct Runtime {
     engine: Engine,
     pre: EngineCorePre<Ctx>,
+    /// The same component seen through its `wasi:http/incoming-handler` export.
+    pub(crate) proxy: ProxyPre<Ctx>,
 }
 
-fn runtime() -> &'static Runtime {
+pub(crate) fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::load().expect("loading the engine component failed"))
 }
@@ -122,8 +125,10 @@ impl Runtime {
         })?;
         bindings::wasi::config::store::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)?;
 
-        let pre = EngineCorePre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Self { engine, pre })
+        let instance_pre = linker.instantiate_pre(&component)?;
+        let pre = EngineCorePre::new(instance_pre.clone())?;
+        let proxy = ProxyPre::new(instance_pre)?;
+        Ok(Self { engine, pre, proxy })
     }
 }
 
@@ -238,7 +243,8 @@ impl TestHost {
             .clone()
     }
 
-    async fn instantiate(&self) -> wasmtime::Result<(Store<Ctx>, EngineCore, MemoryOutputPipe)> {
+    /// Creates a store for one instance, with its stderr captured in the returned pipe.
+    pub(crate) fn new_store(&self) -> (Store<Ctx>, MemoryOutputPipe) {
         let runtime = runtime();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtxBuilder::new()
@@ -253,12 +259,21 @@ impl TestHost {
             outbound: self.outbound.clone(),
             settings: self.settings.clone(),
         };
-        let mut store = Store::new(&runtime.engine, ctx);
-        let instance = runtime.pre.instantiate_async(&mut store).await?;
+        (Store::new(&runtime.engine, ctx), stderr)
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<(Store<Ctx>, EngineCore, MemoryOutputPipe)> {
+        let (mut store, stderr) = self.new_store();
+        let instance = runtime().pre.instantiate_async(&mut store).await?;
         Ok((store, instance, stderr))
     }
 
-    fn keep_logs(&self, stderr: &MemoryOutputPipe) {
+    /// Sets the admin token of the HTTP API.
+    pub fn with_admin_token(self, token: &str) -> Self {
+        self.with_setting("admin_token", token)
+    }
+
+    pub(crate) fn keep_logs(&self, stderr: &MemoryOutputPipe) {
         let text = String::from_utf8_lossy(&stderr.contents()).into_owned();
         self.logs
             .lock()

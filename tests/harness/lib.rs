@@ -6,6 +6,7 @@ pub mod clock;
 pub mod expect;
 pub mod fixture;
 pub mod host;
+pub mod http_api;
 pub mod http_client;
 pub mod keyvalue;
 pub mod litellm_double;

@@ -1,0 +1,93 @@
+//! Who is calling: the admin, whose token comes from the `admin_token` setting, or a client
+//! with a token the admin created.
+
+use subtle::ConstantTimeEq;
+
+use crate::api::response::Reply;
+use crate::api::wire::WireRequest;
+use crate::ids;
+use crate::store::Store;
+use crate::tokens::{self, TokenRecord};
+
+/// An authenticated caller.
+pub enum Caller {
+    /// The holder of the admin token: every operation.
+    Admin,
+    /// A client token: credentials for its roles and its own leases.
+    Client(TokenRecord),
+}
+
+impl Caller {
+    /// Returns whether the caller may request credentials for `role`.
+    pub fn may_issue(&self, role: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Client(token) => token.roles.iter().any(|allowed| allowed == role),
+        }
+    }
+
+    /// Returns whether the caller may manage a lease owned by `owner`.
+    pub fn may_manage(&self, owner: Option<&str>) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Client(token) => owner == Some(token.accessor.as_str()),
+        }
+    }
+
+    /// Returns the accessor to record as the owner of new leases.
+    pub fn accessor(&self) -> Option<&str> {
+        match self {
+            Self::Admin => None,
+            Self::Client(token) => Some(&token.accessor),
+        }
+    }
+}
+
+/// Returns the token a request presents: `X-Vault-Token`, else `Authorization: Bearer`.
+pub fn presented_token(request: &WireRequest) -> Option<&str> {
+    if let Some(token) = request
+        .header("x-vault-token")
+        .filter(|token| !token.is_empty())
+    {
+        return Some(token);
+    }
+    let authorization = request.header("authorization")?;
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Identifies the caller. Without a configured admin token every request is refused.
+pub fn authenticate(
+    request: &WireRequest,
+    store: &Store,
+    admin_token: Option<&str>,
+) -> Result<Caller, Reply> {
+    let Some(admin_token) = admin_token else {
+        return Err(Reply::error(
+            403,
+            "permission denied: the engine has no admin_token configured",
+        ));
+    };
+    let Some(token) = presented_token(request) else {
+        return Err(Reply::permission_denied());
+    };
+    if is_admin_token(token, admin_token) {
+        return Ok(Caller::Admin);
+    }
+    match tokens::lookup(store, token) {
+        Ok(Some(record)) => Ok(Caller::Client(record)),
+        Ok(None) => Err(Reply::permission_denied()),
+        Err(error) => Err(Reply::from_error(error)),
+    }
+}
+
+/// Compares in constant time. Both sides are hashed first, so the comparison does not
+/// reveal the admin token's length either.
+fn is_admin_token(presented: &str, admin_token: &str) -> bool {
+    let presented = ids::sha256_bytes(presented);
+    let expected = ids::sha256_bytes(admin_token);
+    presented.ct_eq(&expected).into()
+}

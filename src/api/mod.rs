@@ -1,0 +1,154 @@
+//! The Vault-compatible HTTP API over the engine, served through
+//! `wasi:http/incoming-handler`.
+//!
+//! Paths, under the mount (default `litellm`):
+//! - `/v1/<mount>/config`, `/v1/<mount>/roles[/<name>]`, `/v1/<mount>/creds/<name>`,
+//!   `/v1/<mount>/tidy`;
+//! - `/v1/sys/leases/{renew,revoke,lookup}[/<lease id>]`, `/v1/sys/leases/revoke-prefix/...`;
+//! - `/v1/auth/token/{create,lookup-self,revoke-self}`;
+//! - `/v1/sys/health`, the only path that needs no token.
+
+mod auth;
+mod endpoints;
+mod fields;
+mod leases;
+mod path;
+mod response;
+mod time;
+mod wire;
+
+use serde_json::json;
+
+use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use crate::clock;
+use crate::error::Result;
+use crate::settings::{self, Settings};
+use crate::store::Store;
+
+use self::auth::Caller;
+use self::path::Route;
+use self::response::Reply;
+use self::wire::{ReadError, WireRequest};
+
+/// Serves one HTTP request.
+pub fn handle(request: IncomingRequest, out: ResponseOutparam) {
+    let reply = match wire::read(request) {
+        Ok(request) => serve(&request),
+        Err(ReadError::TooLarge) => Reply::error(
+            413,
+            format!(
+                "request body exceeds {} bytes; send a smaller body",
+                wire::MAX_BODY_BYTES
+            ),
+        ),
+        Err(ReadError::Broken(message)) => {
+            Reply::error(400, format!("reading the request body failed: {message}"))
+        }
+    };
+    let body = if reply.body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&reply.body).unwrap_or_default()
+    };
+    wire::send(out, reply.status, &body);
+}
+
+fn serve(request: &WireRequest) -> Reply {
+    let segments = match path::segments(&request.path) {
+        Ok(segments) => segments,
+        Err(reply) => return reply,
+    };
+    if segments == ["sys", "health"] {
+        return health(request);
+    }
+
+    let (settings, store) = match open() {
+        Ok(opened) => opened,
+        Err(error) => return Reply::from_error(error),
+    };
+    let admin_token = match settings::admin_token() {
+        Ok(token) => token,
+        Err(error) => return Reply::from_error(error),
+    };
+    let caller = match auth::authenticate(request, &store, admin_token.as_deref()) {
+        Ok(caller) => caller,
+        Err(reply) => return reply,
+    };
+
+    let context = Context {
+        request,
+        settings: &settings,
+        store: &store,
+        caller: &caller,
+    };
+    match path::route(&segments, &settings.mount) {
+        Some(route) => dispatch(&context, route),
+        None => Reply::error(404, format!("no handler for route {}", request.path)),
+    }
+}
+
+/// Everything a handler needs about the request it serves.
+pub struct Context<'a> {
+    /// The request.
+    pub request: &'a WireRequest,
+    /// Host settings.
+    pub settings: &'a Settings,
+    /// The engine's bucket.
+    pub store: &'a Store,
+    /// The authenticated caller.
+    pub caller: &'a Caller,
+}
+
+impl Context<'_> {
+    /// Returns whether the request is a LIST: the LIST method or `GET ?list=true`.
+    pub fn is_list(&self) -> bool {
+        self.request.method == "LIST"
+            || (self.request.method == "GET" && path::query_flag(&self.request.query, "list"))
+    }
+
+    /// Returns the 403 for a caller that is not the admin, or `None` for the admin.
+    pub fn require_admin(&self) -> Option<Reply> {
+        match self.caller {
+            Caller::Admin => None,
+            Caller::Client(_) => Some(Reply::permission_denied()),
+        }
+    }
+}
+
+fn dispatch(context: &Context<'_>, route: Route) -> Reply {
+    let method = context.request.method.as_str();
+    let result = match route {
+        Route::Config => endpoints::config(context, method),
+        Route::Roles => endpoints::role_list(context, method),
+        Route::Role(name) => endpoints::role(context, method, &name),
+        Route::Creds(name) => endpoints::creds(context, method, &name),
+        Route::Tidy => endpoints::tidy(context, method),
+        Route::Lease { operation, rest } => leases::lease(context, method, operation, &rest),
+        Route::Token(operation) => endpoints::token(context, method, operation),
+    };
+    result.unwrap_or_else(Reply::from_error)
+}
+
+fn open() -> Result<(Settings, Store)> {
+    let settings = Settings::load()?;
+    let store = Store::open(&settings.bucket)?;
+    Ok((settings, store))
+}
+
+/// Answers Vault's health check, which clients use as a liveness probe.
+fn health(request: &WireRequest) -> Reply {
+    if request.method != "GET" && request.method != "HEAD" {
+        return Reply::method_not_allowed(&request.method, &request.path);
+    }
+    Reply {
+        status: 200,
+        body: json!({
+            "initialized": true,
+            "sealed": false,
+            "standby": false,
+            "performance_standby": false,
+            "server_time_utc": clock::now(),
+            "version": concat!("litellm-secrets-engine ", env!("CARGO_PKG_VERSION")),
+        }),
+    }
+}
