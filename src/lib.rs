@@ -3,8 +3,13 @@
 //! The component exports the `engine` interface of `wit/engine.wit` and keeps all state in
 //! the host's `wasi:keyvalue` bucket, so every call may run in a fresh instance.
 //!
+//! The `secrets-engine` world adds `wasi:http/incoming-handler`, through which [`api`]
+//! serves a Vault-compatible HTTP API over the same handlers.
+//!
 //! Modules by concept:
-//! - [`config`]: the LiteLLM URL and master key.
+//! - [`api`]: the HTTP API, its auth and Vault's request and response shapes.
+//! - [`config`]: the LiteLLM URL and master key, sealed by [`seal`] when a key is set.
+//! - [`tokens`]: client tokens of the HTTP API.
 //! - [`role`]: roles and their validation.
 //! - [`creds`]: issuing a key and its lease without leaving orphans.
 //! - [`lease`]: lease records, renewal, lookup and listing.

@@ -1,5 +1,5 @@
-//! Who is calling: the admin, whose token comes from the `admin_token` setting, or a client
-//! with a token the admin created.
+//! Caller identification: the admin, whose token comes from the `admin_token` setting, or
+//! a client with a token the admin created.
 
 use subtle::ConstantTimeEq;
 

@@ -38,7 +38,7 @@ impl Fields {
         }
     }
 
-    /// Returns a warning naming the fields nobody read, as Vault does.
+    /// Returns a warning naming the fields no handler read, as Vault does.
     pub fn unknown_fields_warning(&self) -> Option<String> {
         if self.map.is_empty() {
             return None;

@@ -135,7 +135,7 @@ fn open() -> Result<(Settings, Store)> {
     Ok((settings, store))
 }
 
-/// Answers Vault's health check, which clients use as a liveness probe.
+/// Returns Vault's health status, which clients use as a liveness probe.
 fn health(request: &WireRequest) -> Reply {
     if request.method != "GET" && request.method != "HEAD" {
         return Reply::method_not_allowed(&request.method, &request.path);

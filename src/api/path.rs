@@ -26,7 +26,7 @@ pub enum TokenOperation {
     RevokeSelf,
 }
 
-/// Where a request goes.
+/// Destination of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     /// `<mount>/config`
@@ -82,7 +82,7 @@ pub fn route(segments: &[String], mount: &str) -> Option<Route> {
         }
         ["auth", "token", operation] => {
             let operation = match *operation {
-                "create" => TokenOperation::Create,
+                "create" | "create-orphan" => TokenOperation::Create,
                 "lookup-self" => TokenOperation::LookupSelf,
                 "revoke-self" => TokenOperation::RevokeSelf,
                 _ => return None,

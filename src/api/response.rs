@@ -26,22 +26,22 @@ pub struct LeaseInfo<'a> {
 }
 
 impl Reply {
-    /// A 200 response whose envelope carries `data` and `warnings`.
+    /// Creates a 200 response whose envelope carries `data` and `warnings`.
     pub fn data(data: Value, warnings: Vec<String>) -> Self {
         Self::envelope(data, None, warnings, Value::Null)
     }
 
-    /// A 200 response for a secret with a lease.
+    /// Creates a 200 response for a secret with a lease.
     pub fn leased(data: Value, lease: LeaseInfo<'_>, warnings: Vec<String>) -> Self {
         Self::envelope(data, Some(lease), warnings, Value::Null)
     }
 
-    /// A 200 response carrying an `auth` block, as token creation returns.
+    /// Creates a 200 response carrying an `auth` block, as token creation returns.
     pub fn auth(auth: Value) -> Self {
         Self::envelope(Value::Null, None, Vec::new(), auth)
     }
 
-    /// A 204 response, or 200 with the warnings when there are some.
+    /// Creates a 204 response, or a 200 with the warnings when there are some.
     pub fn done(warnings: Vec<String>) -> Self {
         if warnings.is_empty() {
             return Self::no_content();
@@ -49,7 +49,7 @@ impl Reply {
         Self::data(Value::Null, warnings)
     }
 
-    /// A 204 response without a body.
+    /// Creates a 204 response without a body.
     pub fn no_content() -> Self {
         Self {
             status: 204,
@@ -57,7 +57,7 @@ impl Reply {
         }
     }
 
-    /// An error response `{"errors": [message]}`.
+    /// Creates an error response `{"errors": [message]}`.
     pub fn error(status: u16, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -65,7 +65,7 @@ impl Reply {
         }
     }
 
-    /// Vault's answer to a LIST with no results: 404 with an empty error list.
+    /// Creates Vault's response to a LIST with no results: 404 with an empty error list.
     pub fn empty_list() -> Self {
         Self {
             status: 404,
@@ -73,12 +73,12 @@ impl Reply {
         }
     }
 
-    /// The 403 every authorization failure gets.
+    /// Creates the 403 that every authorization failure gets.
     pub fn permission_denied() -> Self {
         Self::error(403, "permission denied")
     }
 
-    /// The 405 for a method a path does not support.
+    /// Creates the 405 for a method that a path does not support.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
         Self::error(405, format!("method {method} is not supported on {path}"))
     }

@@ -26,7 +26,7 @@ pub struct WireRequest {
     pub body: Vec<u8>,
 }
 
-/// Why a request could not be read.
+/// Failure to read a request.
 pub enum ReadError {
     /// The body is larger than [`MAX_BODY_BYTES`].
     TooLarge,
@@ -133,7 +133,7 @@ pub fn send(out: ResponseOutparam, status: u16, body: &[u8]) {
         Err(_) => Fields::new(),
     };
     let response = OutgoingResponse::new(headers);
-    // Every status the API uses is valid, so setting it cannot fail.
+    // Every status the API uses is between 200 and 599, which wasi:http accepts.
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else {
         return;

@@ -1063,3 +1063,196 @@ async fn c26_oversized_and_malformed_bodies() {
     );
     assert_eq!(fixture.stored("role/").len(), 2);
 }
+
+/// C23: the LiteLLM URL is not among the host's allowed outbound hosts.
+#[tokio::test(flavor = "multi_thread")]
+async fn c23_denied_outbound_host_is_502() {
+    let probe = Fixture::start().await;
+    let allowed = format!("127.0.0.1:{}", probe.litellm.port());
+    let host = TestHost::new()
+        .with_admin_token(ADMIN)
+        .with_allowed_hosts(&[&allowed]);
+    let fixture = Fixture {
+        host,
+        litellm: probe.litellm,
+    };
+
+    for url in [
+        "http://10.255.0.1:4000".to_owned(),
+        format!("http://localhost:{}", fixture.litellm.port()),
+    ] {
+        let reply = admin(
+            &fixture,
+            "POST",
+            "/v1/litellm/config",
+            Some(&json!({"url": url, "master_key": MASTER_KEY})),
+        )
+        .await;
+        assert_eq!(reply.status, 502, "{url}: {}", reply.text());
+        assert!(
+            reply.errors()[0].contains(&format!("denied the outbound request to {url}")),
+            "{:?}",
+            reply.errors()
+        );
+        assert!(reply.errors()[0].contains("allowed_outbound_hosts"));
+    }
+    assert_eq!(
+        admin(&fixture, "GET", "/v1/litellm/config", None)
+            .await
+            .status,
+        404
+    );
+
+    let url = format!("http://{allowed}/");
+    let reply = admin(
+        &fixture,
+        "POST",
+        "/v1/litellm/config",
+        Some(&json!({"url": url, "master_key": MASTER_KEY})),
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    admin(
+        &fixture,
+        "POST",
+        "/v1/litellm/roles/dev",
+        Some(&json!({"models": ["gpt-4o-mini"]})),
+    )
+    .await;
+    assert_eq!(
+        admin(&fixture, "GET", "/v1/litellm/creds/dev", None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// C25: the LiteLLM URL responds with a redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn c25_redirect_is_502() {
+    let fixture = api().await;
+    let target = litellm_secrets_tests::litellm_double::LiteLlmDouble::start(
+        MASTER_KEY,
+        fixture.host.clock.clone(),
+    )
+    .await
+    .unwrap();
+    for (status, location) in [
+        (307, format!("{}/key/generate", target.url())),
+        (301, "https://127.0.0.1:4443/key/generate".to_owned()),
+    ] {
+        fixture.litellm.script(
+            "/key/generate",
+            Reply::Redirect {
+                status,
+                location: location.clone(),
+            },
+        );
+        let reply = admin(&fixture, "GET", "/v1/litellm/creds/dev", None).await;
+        assert_eq!(reply.status, 502);
+        assert!(
+            reply.errors()[0].contains(&format!("redirect (HTTP {status}) to {location}")),
+            "{:?}",
+            reply.errors()
+        );
+    }
+    assert!(target.requests().is_empty());
+    assert!(fixture.stored("lease/").is_empty());
+}
+
+/// C27: LiteLLM sends an unbounded response body.
+#[tokio::test(flavor = "multi_thread")]
+async fn c27_unbounded_response_is_502() {
+    let fixture = api().await;
+    let replies = [
+        Reply::Padded {
+            status: 200,
+            padding: 64 * 1024 * 1024,
+            tail: br#"{"key":"sk-PaddedKey0000000000"}"#.to_vec(),
+        },
+        Reply::Endless { status: 200 },
+    ];
+    for reply in replies {
+        fixture.litellm.script("/key/generate", reply);
+        let response = admin(&fixture, "GET", "/v1/litellm/creds/dev", None).await;
+        assert_eq!(response.status, 502);
+        assert!(
+            response.errors()[0].contains("exceeded the limit of 1048576 bytes"),
+            "{:?}",
+            response.errors()
+        );
+    }
+    assert_eq!(
+        admin(&fixture, "GET", "/v1/litellm/creds/dev", None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// C28: listing roles with thousands of leases, and key-value key lengths.
+#[tokio::test(flavor = "multi_thread")]
+async fn c28_many_leases_and_long_names() {
+    let fixture = api().await;
+    for name in ["r1", "r2"] {
+        admin(
+            &fixture,
+            "POST",
+            &format!("/v1/litellm/roles/{name}"),
+            Some(&json!({"models": ["m"]})),
+        )
+        .await;
+    }
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let host = fixture.host.replica();
+            tokio::spawn(async move {
+                for _ in 0..1250 {
+                    let reply = host
+                        .http("GET", "/v1/litellm/creds/dev", Some(ADMIN), None)
+                        .await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(fixture.stored("lease/").len(), 5000);
+
+    fixture.host.kv.take_reads();
+    let reply = admin(&fixture, "LIST", "/v1/litellm/roles", None).await;
+    assert_eq!(reply.json()["data"]["keys"], json!(["dev", "r1", "r2"]));
+    let reads = fixture.host.kv.take_reads();
+    assert!(
+        reads.iter().all(|key| !key.starts_with("lease/")),
+        "role listing read leases"
+    );
+    assert!(reads.len() <= 6, "role listing read {} keys", reads.len());
+
+    let long = "n".repeat(128);
+    admin(
+        &fixture,
+        "POST",
+        &format!("/v1/litellm/roles/{long}"),
+        Some(&json!({"models": ["m"], "key_alias_prefix": "p".repeat(64)})),
+    )
+    .await;
+    let reply = admin(&fixture, "GET", &format!("/v1/litellm/creds/{long}"), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let longest = fixture
+        .host
+        .kv
+        .snapshot()
+        .into_keys()
+        .map(|key| key.len())
+        .max()
+        .unwrap();
+    assert!(longest < 255, "a key-value key has {longest} bytes");
+
+    let big = json!({"models": ["m"], "metadata": {"blob": "x".repeat(900 * 1024)}});
+    let reply = admin(&fixture, "POST", "/v1/litellm/roles/big", Some(&big)).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.errors()[0].contains("64 KiB"));
+}

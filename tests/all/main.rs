@@ -4,10 +4,13 @@
 mod adversarial;
 mod config;
 mod creds;
+mod deployment;
 mod http_api;
+mod hvac;
 mod leases;
 mod races;
 mod real_litellm;
 mod roles;
+mod sealing;
 mod tidy;
 mod upstream;

@@ -93,6 +93,7 @@ impl bindings::wasi::config::store::Host for Ctx {
 /// The compiled component and its linker, shared by all tests.
 pub(crate) struct Runtime {
     engine: Engine,
+    component: Component,
     pre: EngineCorePre<Ctx>,
     /// The same component seen through its `wasi:http/incoming-handler` export.
     pub(crate) proxy: ProxyPre<Ctx>,
@@ -128,8 +129,28 @@ impl Runtime {
         let instance_pre = linker.instantiate_pre(&component)?;
         let pre = EngineCorePre::new(instance_pre.clone())?;
         let proxy = ProxyPre::new(instance_pre)?;
-        Ok(Self { engine, pre, proxy })
+        Ok(Self {
+            engine,
+            component,
+            pre,
+            proxy,
+        })
     }
+}
+
+/// Returns the names of the component's imports and of its exports.
+pub fn component_interfaces() -> (Vec<String>, Vec<String>) {
+    let runtime = runtime();
+    let component_type = runtime.component.component_type();
+    let imports = component_type
+        .imports(&runtime.engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports = component_type
+        .exports(&runtime.engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    (imports, exports)
 }
 
 /// Path of the release component; `ENGINE_WASM` overrides it.
