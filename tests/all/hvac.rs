@@ -15,7 +15,7 @@ const ADMIN: &str = "hvac-admin-token";
 fn hvac_python() -> Option<String> {
     let candidate = std::env::var("HVAC_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let imports = Command::new(&candidate)
-        .args(["-c", "import hvac"])
+        .args(["-I", "-c", "import hvac"])
         .output()
         .is_ok_and(|output| output.status.success());
     if imports {
@@ -38,8 +38,10 @@ async fn hvac_drives_the_api() {
         .await
         .expect("serving the component");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hvac/client.py");
+    // -I keeps the working directory off Python's path, so only an installed hvac counts.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/hvac_client.py");
     let arguments = [
+        "-I".to_owned(),
         script.display().to_string(),
         server.url(),
         ADMIN.to_owned(),

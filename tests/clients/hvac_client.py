@@ -1,6 +1,6 @@
 """Drives the engine's HTTP API with hvac, unchanged, as a Vault client would.
 
-Usage: client.py VAULT_ADDR ADMIN_TOKEN LITELLM_URL LITELLM_MASTER_KEY
+Usage: hvac_client.py VAULT_ADDR ADMIN_TOKEN LITELLM_URL LITELLM_MASTER_KEY
 
 Prints one JSON line with the number of checks on success. Exits with status 1 and the
 failed check on stderr otherwise.
