@@ -2,6 +2,7 @@
 //! double and, when `LITELLM_URL` and `LITELLM_MASTER_KEY` are set, the real proxy.
 
 mod adversarial;
+mod api_adversarial;
 mod config;
 mod creds;
 mod deployment;
