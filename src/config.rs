@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::litellm::Client;
 use crate::role;
-use crate::seal::{self, Sealed};
+use crate::seal::{self, Sealed, SealingKey};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::url::BaseUrl;
@@ -79,16 +79,7 @@ impl Connection {
 
     fn from_stored(stored: StoredConnection, settings: &Settings) -> Result<Self> {
         let master_key = match (stored.sealed_master_key, stored.master_key) {
-            (Some(sealed), _) => {
-                let key = settings.sealing_key.as_ref().ok_or_else(|| {
-                    Error::storage(format!(
-                        "the master key for {} is stored encrypted, but no encryption_key is \
-                         set; set it to the key it was written with",
-                        stored.url
-                    ))
-                })?;
-                seal::open(key, &sealed, &stored.url)?
-            }
+            (Some(sealed), _) => open_sealed(&sealed, &stored.url, settings)?,
             (None, Some(master_key)) => master_key,
             (None, None) => {
                 return Err(Error::storage(format!(
@@ -140,6 +131,9 @@ pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Resu
     };
     store.put(CONFIG_KEY, &record)?;
     role::create_index(store)?;
+    if settings.sealing_key.is_some() {
+        reseal_connections(store, settings)?;
+    }
     Ok(to_config(record, true))
 }
 
@@ -174,6 +168,51 @@ fn connection_for(store: &Store, settings: &Settings, url: &str) -> Result<Conne
         ))
     })?;
     Connection::from_stored(stored, settings)
+}
+
+/// Opens a sealed master key with the key that sealed it: the current `encryption_key`, or
+/// `previous_encryption_key` during a rotation.
+fn open_sealed(sealed: &Sealed, url: &str, settings: &Settings) -> Result<String> {
+    let keys = [&settings.sealing_key, &settings.previous_sealing_key];
+    let mut candidates = keys.into_iter().flatten().peekable();
+    if candidates.peek().is_none() {
+        return Err(Error::storage(format!(
+            "the master key for {url} is stored encrypted, but no encryption_key is set; set it \
+             to the key it was written with"
+        )));
+    }
+    let matching = candidates
+        .find(|key| sealed.key_id.is_none() || sealed.key_id.as_deref() == Some(key.id().as_str()));
+    match matching {
+        Some(key) => seal::open(key, sealed, url),
+        None => Err(Error::storage(format!(
+            "the master key for {url} was sealed with another key; set encryption_key or \
+             previous_encryption_key to the key it was written with"
+        ))),
+    }
+}
+
+/// Seals, with the current key, the master keys stored in plaintext before an encryption
+/// key was set and those sealed with the previous key, so that a rotation completes.
+// NOTE: this scans every key in the bucket, leases included, but only config writes with
+// an encryption key do it.
+fn reseal_connections(store: &Store, settings: &Settings) -> Result<()> {
+    for key in store.keys_with_prefix("connection/")? {
+        let Some(stored) = store.get::<StoredConnection>(&key)? else {
+            continue;
+        };
+        let current_id = settings.sealing_key.as_ref().map(SealingKey::id);
+        let sealed_with_current = stored
+            .sealed_master_key
+            .as_ref()
+            .is_some_and(|sealed| sealed.key_id.is_some() && sealed.key_id == current_id);
+        if sealed_with_current {
+            continue;
+        }
+        let connection = Connection::from_stored(stored, settings)?;
+        store.put(&key, &connection.to_stored(settings)?)?;
+    }
+    Ok(())
 }
 
 fn stored_master_key(

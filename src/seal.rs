@@ -44,11 +44,22 @@ impl SealingKey {
         }
         Ok(Self(key))
     }
+
+    /// Returns a short id of the key, the first 16 hex digits of its SHA-256 digest, which
+    /// identifies the key without revealing it.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        ids::hex(&Sha256::digest(self.0)[..8])
+    }
 }
 
-/// A sealed secret: a random nonce and the ciphertext with its tag, both hex.
+/// A sealed secret: a random nonce and the ciphertext with its tag, both hex, and the id of
+/// the key that sealed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sealed {
+    /// [`SealingKey::id`] of the sealing key; absent in records written before key ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// The 96-bit nonce, hex.
     pub nonce: String,
     /// Ciphertext followed by the 128-bit tag, hex.
@@ -68,6 +79,7 @@ pub fn seal(key: &SealingKey, secret: &str, context: &str) -> Result<Sealed> {
         .encrypt(Nonce::from_slice(&nonce_bytes), payload)
         .map_err(|_| Error::storage("encrypting the master key failed"))?;
     Ok(Sealed {
+        key_id: Some(key.id()),
         nonce: ids::hex(&nonce_bytes),
         ciphertext: ids::hex(&ciphertext),
     })

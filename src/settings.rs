@@ -35,6 +35,8 @@ pub struct Settings {
     pub litellm_timeout: u64,
     /// Key that stored master keys are encrypted with; `None` stores them in plaintext.
     pub sealing_key: Option<SealingKey>,
+    /// The key before the last rotation, still accepted for opening sealed master keys.
+    pub previous_sealing_key: Option<SealingKey>,
 }
 
 impl Settings {
@@ -47,6 +49,9 @@ impl Settings {
         let max_ttl = read_duration("max_ttl", MAX_TTL)?;
         let litellm_timeout = read_duration("litellm_timeout", LITELLM_TIMEOUT)?;
         let sealing_key = read("encryption_key")?
+            .map(|text| SealingKey::from_hex(&text))
+            .transpose()?;
+        let previous_sealing_key = read("previous_encryption_key")?
             .map(|text| SealingKey::from_hex(&text))
             .transpose()?;
         if litellm_timeout > MAX_LITELLM_TIMEOUT {
@@ -69,6 +74,7 @@ impl Settings {
             max_ttl,
             litellm_timeout,
             sealing_key,
+            previous_sealing_key,
         })
     }
 }
@@ -85,7 +91,10 @@ fn read(key: &str) -> Result<Option<String>> {
         };
         Error::storage(format!("reading host setting {key} failed: {detail}"))
     })?;
-    Ok(value.filter(|value| !value.trim().is_empty()))
+    // Secrets read from files often end in a newline, so values are trimmed.
+    Ok(value
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty()))
 }
 
 fn read_duration(key: &str, default: u64) -> Result<u64> {

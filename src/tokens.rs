@@ -13,8 +13,12 @@ use crate::role;
 use crate::settings::Settings;
 use crate::store::Store;
 
-/// TTL of a client token when the request sets none, in seconds.
+/// TTL of a client token when the request sets none, in seconds, unless the engine's
+/// maximum TTL is lower.
 pub const DEFAULT_TOKEN_TTL: u64 = 24 * 3600;
+
+/// Most roles one token may name.
+const MAX_TOKEN_ROLES: usize = 1000;
 
 /// Prefix of every client token, so that a leaked one is recognisable.
 const TOKEN_PREFIX: &str = "lse.";
@@ -47,9 +51,18 @@ pub fn create(
             "roles is missing or empty; name the roles whose credentials the token may request",
         ));
     }
+    if roles.len() > MAX_TOKEN_ROLES {
+        return Err(Error::invalid(format!(
+            "roles has {} entries; the maximum is {MAX_TOKEN_ROLES}",
+            roles.len()
+        )));
+    }
     for name in &roles {
         role::validate_name(name)?;
     }
+    let mut roles = roles;
+    roles.sort();
+    roles.dedup();
     let requested = match ttl {
         Some(text) => duration::parse_seconds("ttl", text)?,
         None => 0,
@@ -57,7 +70,7 @@ pub fn create(
     let ttl = if requested > 0 {
         requested
     } else {
-        DEFAULT_TOKEN_TTL
+        DEFAULT_TOKEN_TTL.min(settings.max_ttl)
     };
     if ttl > settings.max_ttl {
         return Err(Error::invalid(format!(

@@ -86,7 +86,7 @@ pub fn authenticate(
 
 /// Compares in constant time. Both sides are hashed first, so the comparison does not
 /// reveal the admin token's length either.
-fn is_admin_token(presented: &str, admin_token: &str) -> bool {
+pub fn is_admin_token(presented: &str, admin_token: &str) -> bool {
     let presented = ids::sha256_bytes(presented);
     let expected = ids::sha256_bytes(admin_token);
     presented.ct_eq(&expected).into()

@@ -97,11 +97,13 @@ pub fn creds(context: &Context<'_>, method: &str, name: &str) -> Result<Reply> {
     if !context.caller.may_issue(name) {
         return Ok(Reply::permission_denied());
     }
-    let ttl = match method {
-        "GET" => None,
-        "POST" | "PUT" => Fields::parse(&context.request.body, true)?.duration("ttl")?,
+    let mut fields = match method {
+        "GET" => Fields::parse(b"", true)?,
+        "POST" | "PUT" => Fields::parse(&context.request.body, true)?,
         _ => return Ok(Reply::method_not_allowed(method, &context.request.path)),
     };
+    let ttl = fields.duration("ttl")?;
+    let unknown = fields.unknown_fields_warning();
     let credential = creds::issue(
         context.store,
         context.settings,
@@ -115,7 +117,9 @@ pub fn creds(context: &Context<'_>, method: &str, name: &str) -> Result<Reply> {
         lease_duration: credential.lease_duration,
     };
     let data = json!({ "key": credential.key, "key_alias": credential.key_alias });
-    Ok(Reply::leased(data, lease, credential.warnings))
+    let mut warnings = credential.warnings;
+    warnings.extend(unknown);
+    Ok(Reply::leased(data, lease, warnings))
 }
 
 /// `<mount>/tidy`: POST or PUT. Admin only.
@@ -166,6 +170,7 @@ fn create_token(context: &Context<'_>, method: &str) -> Result<Reply> {
     };
     let ttl = fields.duration("ttl")?;
     let display_name = fields.string("display_name")?;
+    let warnings = fields.unknown_fields_warning().into_iter().collect();
     let (token, record) = tokens::create(
         context.store,
         context.settings,
@@ -173,18 +178,21 @@ fn create_token(context: &Context<'_>, method: &str) -> Result<Reply> {
         ttl.as_deref(),
         display_name,
     )?;
-    Ok(Reply::auth(json!({
-        "client_token": token,
-        "accessor": record.accessor,
-        "policies": record.roles,
-        "token_policies": record.roles,
-        "metadata": { "roles": record.roles.join(",") },
-        "lease_duration": record.expires_at - record.created_at,
-        "renewable": false,
-        "entity_id": "",
-        "token_type": "service",
-        "orphan": true,
-    })))
+    Ok(Reply::auth(
+        json!({
+            "client_token": token,
+            "accessor": record.accessor,
+            "policies": record.roles,
+            "token_policies": record.roles,
+            "metadata": { "roles": record.roles.join(",") },
+            "lease_duration": record.expires_at - record.created_at,
+            "renewable": false,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+        }),
+        warnings,
+    ))
 }
 
 fn revoke_self(context: &Context<'_>, method: &str) -> Result<Reply> {

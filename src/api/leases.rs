@@ -152,8 +152,18 @@ fn revoke_prefix(context: &Context<'_>, prefix: &str) -> Result<Reply> {
             "revoke-prefix needs a prefix, such as litellm/creds/dev/",
         ));
     }
+    // As in Vault, a prefix that is a whole lease id revokes that lease.
+    let exact = matches!(
+        lease::find(context.store, context.settings, prefix),
+        Ok(Some(_))
+    );
+    let lease_ids = if exact {
+        vec![prefix.to_owned()]
+    } else {
+        lease::list(context.store, context.settings, &directory(prefix))?
+    };
     let mut failures = Vec::new();
-    for lease_id in lease::list(context.store, context.settings, &directory(prefix))? {
+    for lease_id in lease_ids {
         if let Err(error) = revocation::revoke(context.store, context.settings, &lease_id) {
             failures.push(format!("{lease_id}: {error}"));
         }

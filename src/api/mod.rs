@@ -21,7 +21,9 @@ use serde_json::json;
 
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::redact;
 use crate::settings::{self, Settings};
 use crate::store::Store;
 
@@ -62,13 +64,13 @@ fn serve(request: &WireRequest) -> Reply {
         return health(request);
     }
 
-    let (settings, store) = match open() {
-        Ok(opened) => opened,
-        Err(error) => return Reply::from_error(error),
-    };
     let admin_token = match settings::admin_token() {
         Ok(token) => token,
         Err(error) => return Reply::from_error(error),
+    };
+    let (settings, store) = match open() {
+        Ok(opened) => opened,
+        Err(error) => return settings_failure(request, admin_token.as_deref(), error),
     };
     let caller = match auth::authenticate(request, &store, admin_token.as_deref()) {
         Ok(caller) => caller,
@@ -83,8 +85,30 @@ fn serve(request: &WireRequest) -> Reply {
     };
     match path::route(&segments, &settings.mount) {
         Some(route) => dispatch(&context, route),
-        None => Reply::error(404, format!("no handler for route {}", request.path)),
+        None => Reply::error(
+            404,
+            format!("no handler for route {}", quoted_path(&request.path)),
+        ),
     }
+}
+
+/// Reports invalid settings in full to the admin only: anyone else gets a generic 500, and
+/// the detail goes to the log for the operator.
+fn settings_failure(request: &WireRequest, admin_token: Option<&str>, error: Error) -> Reply {
+    let is_admin = match (auth::presented_token(request), admin_token) {
+        (Some(presented), Some(admin_token)) => auth::is_admin_token(presented, admin_token),
+        _ => false,
+    };
+    if is_admin {
+        return Reply::from_error(error);
+    }
+    log::warn(&format!(
+        "request refused because the settings are invalid: {error}"
+    ));
+    Reply::error(
+        500,
+        "the engine's settings are invalid; its operator must fix them",
+    )
 }
 
 /// Everything a handler needs about the request it serves.
@@ -116,7 +140,12 @@ impl Context<'_> {
 }
 
 fn dispatch(context: &Context<'_>, route: Route) -> Reply {
-    let method = context.request.method.as_str();
+    // Vault turns `GET ?list=true` into a LIST, which paths without a list refuse.
+    let method = if context.is_list() {
+        "LIST"
+    } else {
+        context.request.method.as_str()
+    };
     let result = match route {
         Route::Config => endpoints::config(context, method),
         Route::Roles => endpoints::role_list(context, method),
@@ -129,22 +158,29 @@ fn dispatch(context: &Context<'_>, route: Route) -> Reply {
     result.unwrap_or_else(Reply::from_error)
 }
 
+/// Returns the path cut for an error message, so that huge paths are not echoed whole.
+fn quoted_path(path: &str) -> String {
+    redact::truncate(path, 200)
+}
+
 fn open() -> Result<(Settings, Store)> {
     let settings = Settings::load()?;
     let store = Store::open(&settings.bucket)?;
     Ok((settings, store))
 }
 
-/// Returns Vault's health status, which clients use as a liveness probe.
+/// Returns Vault's health status, which clients use as a liveness probe: 200, or 503 while
+/// the settings are invalid, because every other request fails then.
 fn health(request: &WireRequest) -> Reply {
     if request.method != "GET" && request.method != "HEAD" {
         return Reply::method_not_allowed(&request.method, &request.path);
     }
+    let healthy = Settings::load().is_ok();
     Reply {
-        status: 200,
+        status: if healthy { 200 } else { 503 },
         body: json!({
             "initialized": true,
-            "sealed": false,
+            "sealed": !healthy,
             "standby": false,
             "performance_standby": false,
             "server_time_utc": clock::now(),

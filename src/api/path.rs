@@ -1,6 +1,7 @@
 //! Path parsing and the route table.
 
 use crate::api::response::Reply;
+use crate::redact;
 
 /// A lease operation under `/v1/sys/leases/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +57,10 @@ pub fn segments(path: &str) -> Result<Vec<String>, Reply> {
     let Some(rest) = path.strip_prefix("/v1/") else {
         return Err(Reply::error(
             404,
-            format!("no handler for route {path}; API paths start with /v1/"),
+            format!(
+                "no handler for route {}; API paths start with /v1/",
+                redact::truncate(path, 200)
+            ),
         ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -118,7 +122,10 @@ fn decode_segment(segment: &str) -> Result<String, Reply> {
     let invalid = || {
         Reply::error(
             400,
-            format!("path segment {segment:?} has an invalid percent-encoding or is not UTF-8"),
+            format!(
+                "path segment {:?} has an invalid percent-encoding or is not UTF-8",
+                redact::truncate(segment, 200)
+            ),
         )
     };
     let bytes = segment.as_bytes();

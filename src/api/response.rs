@@ -37,8 +37,8 @@ impl Reply {
     }
 
     /// Creates a 200 response carrying an `auth` block, as token creation returns.
-    pub fn auth(auth: Value) -> Self {
-        Self::envelope(Value::Null, None, Vec::new(), auth)
+    pub fn auth(auth: Value, warnings: Vec<String>) -> Self {
+        Self::envelope(Value::Null, None, warnings, auth)
     }
 
     /// Creates a 204 response, or a 200 with the warnings when there are some.

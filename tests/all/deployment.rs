@@ -115,7 +115,7 @@ fn spin_manifest_matches_the_engine() {
     );
 
     let variables = manifest["variables"].as_table().unwrap();
-    for secret in ["admin_token", "encryption_key"] {
+    for secret in ["admin_token", "encryption_key", "previous_encryption_key"] {
         assert_eq!(
             variables[secret]["secret"].as_bool(),
             Some(true),
@@ -126,6 +126,7 @@ fn spin_manifest_matches_the_engine() {
     for setting in [
         "admin_token",
         "encryption_key",
+        "previous_encryption_key",
         "mount",
         "key_value_store",
         "default_ttl",

@@ -1256,3 +1256,75 @@ async fn c28_many_leases_and_long_names() {
     assert_eq!(reply.status, 400);
     assert!(reply.errors()[0].contains("64 KiB"));
 }
+
+/// A response larger than the output stream's buffer reaches the client whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_response_body_streams() {
+    let fixture = api().await;
+    for _ in 0..3000 {
+        fixture
+            .host
+            .try_issue_credential("dev", None)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let reply = admin(
+        &fixture,
+        "LIST",
+        "/v1/sys/leases/lookup/litellm/creds/dev/",
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.len() > 100_000, "{} bytes", reply.body.len());
+    assert_eq!(reply.json()["data"]["keys"].as_array().unwrap().len(), 3000);
+}
+
+/// Invalid settings are reported in full to the admin only, and health reports them.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_settings_hidden_from_others() {
+    let host = TestHost::new()
+        .with_admin_token(ADMIN)
+        .with_setting("encryption_key", "not-hex");
+    let anonymous = host
+        .http("GET", "/v1/litellm/config", Some("someone"), None)
+        .await;
+    assert_eq!(anonymous.status, 500);
+    assert!(
+        !anonymous.text().contains("encryption_key"),
+        "{}",
+        anonymous.text()
+    );
+    let admin_reply = host
+        .http("GET", "/v1/litellm/config", Some(ADMIN), None)
+        .await;
+    assert_eq!(admin_reply.status, 400);
+    assert!(admin_reply.errors()[0].contains("encryption_key is invalid"));
+    let health = host.http("GET", "/v1/sys/health", None, None).await;
+    assert_eq!(health.status, 503);
+    assert!(host.logs().contains("settings are invalid"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_roles_deduplicated_and_limited() {
+    let fixture = api().await;
+    let reply = admin(
+        &fixture,
+        "POST",
+        "/v1/auth/token/create",
+        Some(&json!({"roles": ["dev", "ops", "dev"]})),
+    )
+    .await;
+    assert_eq!(reply.json()["auth"]["policies"], json!(["dev", "ops"]));
+    let many: Vec<String> = (0..1001).map(|index| format!("r{index}")).collect();
+    let reply = admin(
+        &fixture,
+        "POST",
+        "/v1/auth/token/create",
+        Some(&json!({"roles": many})),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.errors()[0].contains("the maximum is 1000"));
+}

@@ -60,7 +60,7 @@ async fn sealed_key_needs_the_same_key() {
         .with_setting("encryption_key", OTHER_KEY);
     let error = wrong.try_issue_credential("dev", None).await.error();
     assert!(
-        storage(&error).contains("must be the key it was written with"),
+        storage(&error).contains("was sealed with another key"),
         "{error:?}"
     );
     assert_eq!(fixture.request_count("/key/generate"), 0);
@@ -102,4 +102,41 @@ async fn invalid_encryption_key_is_rejected() {
         assert!(message.contains("encryption_key is invalid"), "{message}");
         assert!(!message.contains(value), "the setting's value is echoed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encryption_key_rotation() {
+    let fixture = Fixture::start_with(TestHost::new().with_setting("encryption_key", KEY)).await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+    let credential = fixture.issue("dev").await;
+    let first_id = stored_connection(&fixture)["sealed_master_key"]["key_id"].clone();
+
+    // During the rotation both keys open records; a config write re-seals with the new one.
+    let rotating = fixture
+        .host
+        .replica()
+        .with_setting("encryption_key", OTHER_KEY)
+        .with_setting("previous_encryption_key", KEY);
+    rotating.try_issue_credential("dev", None).await.value();
+    let rotate = ConfigRequest {
+        url: None,
+        master_key: Some(MASTER_KEY.into()),
+    };
+    rotating.try_write_config(&rotate).await.value();
+    let second_id = stored_connection(&fixture)["sealed_master_key"]["key_id"].clone();
+    assert_ne!(first_id, second_id);
+    assert_eq!(second_id.as_str().unwrap().len(), 16);
+
+    // Afterwards the old key is no longer needed.
+    let rotated = fixture
+        .host
+        .replica()
+        .with_setting("encryption_key", OTHER_KEY);
+    rotated.try_revoke_lease(&credential.lease_id).await.value();
+    let old_only = fixture.host.replica().with_setting("encryption_key", KEY);
+    let error = old_only.try_issue_credential("dev", None).await.error();
+    assert!(
+        storage(&error).contains("sealed with another key"),
+        "{error:?}"
+    );
 }

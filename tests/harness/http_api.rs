@@ -88,13 +88,16 @@ impl TestHost {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let response = self.handle(request).await?;
+        let (response, guest) = self.handle(request).await?;
         let (parts, body) = response.into_parts();
+        // The body is read before the guest is awaited: the guest blocks writing a body
+        // larger than the stream's buffer until someone reads it.
         let body = body
             .collect()
             .await
             .map_err(|error| anyhow::anyhow!("reading the response body failed: {error:?}"))?
             .to_bytes();
+        guest.await_done().await?;
         Ok(ApiReply {
             status: parts.status.as_u16(),
             headers: parts.headers,
@@ -102,11 +105,12 @@ impl TestHost {
         })
     }
 
-    /// Runs the incoming handler of a fresh instance for `request`.
+    /// Runs the incoming handler of a fresh instance for `request` and returns the response
+    /// as soon as its head is set, with the task that finishes the guest's work.
     pub async fn handle<B>(
         &self,
         request: http::Request<B>,
-    ) -> anyhow::Result<http::Response<ResponseBody>>
+    ) -> anyhow::Result<(http::Response<ResponseBody>, GuestTask)>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -119,21 +123,37 @@ impl TestHost {
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
 
+        let host = self.clone();
         let task = tokio::spawn(async move {
             let proxy = runtime().proxy.instantiate_async(&mut store).await?;
-            proxy
+            let result = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, out)
-                .await
+                .await;
+            host.keep_logs(&stderr);
+            result
         });
-        let outcome = receiver.await;
-        let finished = task.await;
-        self.keep_logs(&stderr);
-        match (outcome, finished) {
-            (Ok(Ok(response)), _) => Ok(response.map(|body| body.boxed_unsync())),
-            (Ok(Err(code)), _) => anyhow::bail!("the component answered with error code {code:?}"),
-            (Err(_), Ok(Err(trap))) => anyhow::bail!("the component trapped: {trap:?}"),
-            (Err(_), _) => anyhow::bail!("the component never set a response"),
+        match receiver.await {
+            Ok(Ok(response)) => Ok((response.map(|body| body.boxed_unsync()), GuestTask(task))),
+            Ok(Err(code)) => anyhow::bail!("the component answered with error code {code:?}"),
+            Err(_) => match task.await {
+                Ok(Err(trap)) => anyhow::bail!("the component trapped: {trap:?}"),
+                _ => anyhow::bail!("the component never set a response"),
+            },
+        }
+    }
+}
+
+/// The rest of a guest's work after it set its response.
+pub struct GuestTask(JoinHandle<wasmtime::Result<()>>);
+
+impl GuestTask {
+    /// Waits for the guest to return; a trap after the response is an error.
+    pub async fn await_done(self) -> anyhow::Result<()> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(trap)) => anyhow::bail!("the component trapped after responding: {trap:?}"),
+            Err(error) => anyhow::bail!("the guest task failed: {error}"),
         }
     }
 }
