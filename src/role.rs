@@ -397,7 +397,8 @@ fn validate_metadata(text: &str) -> Result<Map<String, Value>> {
     Ok(map)
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// Names the JSON type of `value`, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::redact;
+use crate::role::json_kind;
 
 /// A request's JSON body. Fields are taken out as they are read, so the leftovers are the
 /// ones the endpoint does not know.
@@ -33,7 +34,7 @@ impl Fields {
             Value::Object(map) => Ok(Self { map }),
             other => Err(Error::invalid(format!(
                 "request body must be a JSON object, got {}",
-                kind(&other)
+                json_kind(&other)
             ))),
         }
     }
@@ -139,7 +140,7 @@ impl Fields {
             Some(value @ (Value::Object(_) | Value::Null)) => Ok(Some(value.to_string())),
             Some(other) => Err(Error::invalid(format!(
                 "{name} must be a JSON object, got a JSON {}",
-                kind(&other)
+                json_kind(&other)
             ))),
         }
     }
@@ -153,22 +154,10 @@ impl Fields {
 fn wrong_type(name: &str, expected: &str, got: &Value) -> Error {
     Error::invalid(format!(
         "{name} must be {expected}, got a JSON {}",
-        kind(got)
+        json_kind(got)
     ))
 }
 
 fn quoted(text: &str) -> String {
     format!("{:?}", redact::truncate(text, 64))
-}
-
-/// Names the JSON type of `value`.
-pub fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
