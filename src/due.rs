@@ -45,8 +45,8 @@ pub fn file(store: &Store, record_key: &str, at: u64) -> Result<()> {
 ///
 /// Without a cursor, the index is found by one scan of the keys: the earliest bucket
 /// with a counter, or the newest retirable bucket when there is none. A cursor ahead of
-/// the clock means the clock went back after tidy ran, so writers may have filed entries
-/// behind it; the scan finds those too.
+/// the clock means the clock went back after tidy ran. Writers may then have filed entries
+/// behind the cursor, and the scan finds those too.
 pub fn cursor(store: &Store, now: u64) -> Result<u64> {
     if let Some(cursor) = store.get::<u64>(CURSOR_KEY)? {
         if cursor <= retirable_before(now) + 1 {

@@ -141,7 +141,7 @@ impl Client {
             Ok(_) => Ok(Deletion::Deleted),
             // LiteLLM answers 404 "No keys found" only when none of the keys exist, so the
             // key is already gone. Any other 404 (a reverse proxy's, or an unknown route's
-            // under a wrong base path) says nothing about the key.
+            // under a wrong base path) does not show whether the key exists.
             Err(failure)
                 if failure.status == Some(404) && failure.detail.contains(NO_KEYS_FOUND) =>
             {

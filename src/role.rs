@@ -27,7 +27,7 @@ const MAX_MODEL_BYTES: usize = 256;
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 const BUDGET_PERIOD_WORDS: [&str; 4] = ["hourly", "daily", "weekly", "monthly"];
 
-/// Longest budget period, in days. LiteLLM computes the reset date as now plus the period,
+/// Maximum budget period, in days. LiteLLM computes the reset date as now plus the period,
 /// and a date past year 9999 fails there with HTTP 400.
 const MAX_BUDGET_PERIOD_DAYS: f64 = 3660.0;
 

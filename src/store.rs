@@ -138,7 +138,7 @@ impl Store {
         )))
     }
 
-    /// Returns whether `key` still holds `bytes`.
+    /// Returns whether the value at `key` is still `bytes`.
     ///
     /// Some stores (Spin's SQLite store among them) turn a swap on an absent key into an
     /// unconditional write, so two concurrent creators both succeed and the later one wins.
