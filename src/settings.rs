@@ -3,6 +3,7 @@
 use crate::bindings::wasi::config::store as config_store;
 use crate::duration;
 use crate::error::{Error, Result};
+use crate::ids;
 use crate::redact;
 use crate::seal::SealingKey;
 
@@ -79,9 +80,41 @@ impl Settings {
     }
 }
 
-/// Reads the admin token of the HTTP API; `None` when unset or empty.
-pub fn admin_token() -> Result<Option<String>> {
-    read("admin_token")
+/// The SHA-256 digest of the admin token of the HTTP API.
+#[derive(Clone, Copy)]
+pub struct AdminDigest(pub [u8; 32]);
+
+/// Reads the admin token's digest from `admin_token` (the token itself) or
+/// `admin_token_sha256` (its digest in hex, so the host need not keep the token); `None`
+/// when neither is set.
+pub fn admin_digest() -> Result<Option<AdminDigest>> {
+    let token = read("admin_token")?;
+    let digest = read("admin_token_sha256")?;
+    match (token, digest) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "host settings admin_token and admin_token_sha256 are both set; set only one",
+        )),
+        (Some(token), None) => Ok(Some(AdminDigest(ids::sha256_bytes(&token)))),
+        (None, Some(hex)) => parse_digest(&hex).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_digest(text: &str) -> Result<AdminDigest> {
+    let invalid = || {
+        Error::invalid(
+            "host setting admin_token_sha256 is invalid: it must be 64 hex digits, the SHA-256 \
+             digest of the admin token (`printf %s \"$TOKEN\" | sha256sum`)",
+        )
+    };
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut digest = [0u8; 32];
+    for (index, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(AdminDigest(digest))
 }
 
 fn read(key: &str) -> Result<Option<String>> {

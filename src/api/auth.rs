@@ -1,11 +1,12 @@
-//! Caller identification: the admin, whose token comes from the `admin_token` setting, or
-//! a client with a token the admin created.
+//! Caller identification: the admin, whose token's digest comes from the `admin_token` or
+//! `admin_token_sha256` setting, or a client with a token the admin created.
 
 use subtle::ConstantTimeEq;
 
 use crate::api::response::Reply;
 use crate::api::wire::WireRequest;
 use crate::ids;
+use crate::settings::AdminDigest;
 use crate::store::Store;
 use crate::tokens::{self, TokenRecord};
 
@@ -63,18 +64,18 @@ pub fn presented_token(request: &WireRequest) -> Option<&str> {
 pub fn authenticate(
     request: &WireRequest,
     store: &Store,
-    admin_token: Option<&str>,
+    admin: Option<AdminDigest>,
 ) -> Result<Caller, Reply> {
-    let Some(admin_token) = admin_token else {
+    let Some(admin) = admin else {
         return Err(Reply::error(
             403,
-            "permission denied: the engine has no admin_token configured",
+            "permission denied: the engine has no admin_token or admin_token_sha256 configured",
         ));
     };
     let Some(token) = presented_token(request) else {
         return Err(Reply::permission_denied());
     };
-    if is_admin_token(token, admin_token) {
+    if is_admin_token(token, admin) {
         return Ok(Caller::Admin);
     }
     match tokens::lookup(store, token) {
@@ -84,10 +85,9 @@ pub fn authenticate(
     }
 }
 
-/// Compares in constant time. Both sides are hashed first, so the comparison does not
-/// reveal the admin token's length either.
-pub fn is_admin_token(presented: &str, admin_token: &str) -> bool {
+/// Compares digests in constant time, so the comparison reveals neither the admin token
+/// nor its length.
+pub fn is_admin_token(presented: &str, admin: AdminDigest) -> bool {
     let presented = ids::sha256_bytes(presented);
-    let expected = ids::sha256_bytes(admin_token);
-    presented.ct_eq(&expected).into()
+    presented.ct_eq(&admin.0).into()
 }

@@ -201,7 +201,7 @@ fn revoke_self(context: &Context<'_>, method: &str) -> Result<Reply> {
     }
     if matches!(context.caller, Caller::Admin) {
         return Err(Error::invalid(
-            "the admin token comes from the admin_token setting and cannot be revoked here; \
+            "the admin token comes from the host settings and cannot be revoked here; \
              change the setting instead",
         ));
     }

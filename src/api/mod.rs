@@ -24,7 +24,7 @@ use crate::clock;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::redact;
-use crate::settings::{self, Settings};
+use crate::settings::{self, AdminDigest, Settings};
 use crate::store::Store;
 
 use self::auth::Caller;
@@ -64,15 +64,15 @@ fn serve(request: &WireRequest) -> Reply {
         return health(request);
     }
 
-    let admin_token = match settings::admin_token() {
-        Ok(token) => token,
-        Err(error) => return Reply::from_error(error),
+    let admin = match settings::admin_digest() {
+        Ok(admin) => admin,
+        Err(error) => return admin_setting_failure(error),
     };
     let (settings, store) = match open() {
         Ok(opened) => opened,
-        Err(error) => return settings_failure(request, admin_token.as_deref(), error),
+        Err(error) => return settings_failure(request, admin, error),
     };
-    let caller = match auth::authenticate(request, &store, admin_token.as_deref()) {
+    let caller = match auth::authenticate(request, &store, admin) {
         Ok(caller) => caller,
         Err(reply) => return reply,
     };
@@ -92,11 +92,18 @@ fn serve(request: &WireRequest) -> Reply {
     }
 }
 
+/// Reports an invalid admin token setting. No caller can be identified, and the message
+/// names settings only, so everyone sees it, as a server fault.
+fn admin_setting_failure(error: Error) -> Reply {
+    log::warn(&format!("request refused: {error}"));
+    Reply::error(500, error.to_string())
+}
+
 /// Reports invalid settings in full to the admin only: anyone else gets a generic 500, and
 /// the detail goes to the log for the operator.
-fn settings_failure(request: &WireRequest, admin_token: Option<&str>, error: Error) -> Reply {
-    let is_admin = match (auth::presented_token(request), admin_token) {
-        (Some(presented), Some(admin_token)) => auth::is_admin_token(presented, admin_token),
+fn settings_failure(request: &WireRequest, admin: Option<AdminDigest>, error: Error) -> Reply {
+    let is_admin = match (auth::presented_token(request), admin) {
+        (Some(presented), Some(admin)) => auth::is_admin_token(presented, admin),
         _ => false,
     };
     if is_admin {

@@ -686,6 +686,60 @@ async fn admin_token_setting_is_trimmed() {
     assert_eq!(reply.json(), json!({"errors": []}));
 }
 
+/// `admin_token_sha256` admits the token whose SHA-256 digest it holds, and only that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_token_digest_setting_admits_its_token() {
+    let digest = sha256_hex(ADMIN);
+    let host = TestHost::new().with_setting("admin_token_sha256", &digest.to_uppercase());
+
+    let reply = host
+        .http("LIST", "/v1/litellm/roles", Some(ADMIN), None)
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"errors": []}));
+
+    let reply = host
+        .http("LIST", "/v1/litellm/roles", Some(&digest), None)
+        .await;
+    assert_eq!(reply.status, 403, "the digest itself is not a token: {}", reply.text());
+}
+
+/// A malformed digest, or both admin settings at once, is a 500 that names the setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_token_digest_setting_rejects_bad_values() {
+    let short = TestHost::new().with_setting("admin_token_sha256", "abc123");
+    let reply = short
+        .http("LIST", "/v1/litellm/roles", Some(ADMIN), None)
+        .await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.errors()[0].contains("admin_token_sha256 is invalid: it must be 64 hex digits"),
+        "{}",
+        reply.text()
+    );
+
+    let both = TestHost::new()
+        .with_admin_token(ADMIN)
+        .with_setting("admin_token_sha256", &sha256_hex(ADMIN));
+    let reply = both
+        .http("LIST", "/v1/litellm/roles", Some(ADMIN), None)
+        .await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.errors()[0].contains("admin_token and admin_token_sha256 are both set"),
+        "{}",
+        reply.text()
+    );
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Setting `encryption_key` seals earlier URLs' master keys on the next config write.
 #[tokio::test(flavor = "multi_thread")]
 async fn enabling_encryption_seals_old_connections() {

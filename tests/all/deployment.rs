@@ -125,6 +125,7 @@ fn spin_manifest_matches_the_engine() {
     let component_variables = component["variables"].as_table().unwrap();
     for setting in [
         "admin_token",
+        "admin_token_sha256",
         "encryption_key",
         "previous_encryption_key",
         "mount",

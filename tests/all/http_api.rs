@@ -84,7 +84,7 @@ async fn no_admin_token_refuses_everything() {
             .await;
         assert_eq!(reply.status, 403, "{method} {path}");
         assert!(
-            reply.errors()[0].contains("no admin_token configured"),
+            reply.errors()[0].contains("no admin_token or admin_token_sha256 configured"),
             "{:?}",
             reply.errors()
         );
