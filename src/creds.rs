@@ -20,15 +20,22 @@ use crate::ids;
 use crate::lease::{self, KEY_EXPIRY_BUFFER_SECONDS, LeaseRecord};
 use crate::litellm::{self, Client, GenerateError, NewKey};
 use crate::log;
+use crate::outbound;
 use crate::revocation;
 use crate::role::{self, RESERVED_METADATA_PREFIX, RoleRecord};
 use crate::settings::Settings;
 use crate::store::Store;
 
+/// Slack for storage writes in the pending grace period, in seconds.
+const GRACE_MARGIN_SECONDS: u64 = 30;
+
 /// Age after which tidy treats a pending entry as left by an interrupted issuance, in
-/// seconds. It is well above the longest issuance: the outbound timeouts add up to under
-/// a minute.
-pub const PENDING_GRACE_SECONDS: u64 = 300;
+/// seconds. An issuance makes at most two LiteLLM calls (generate, then a cleanup delete
+/// if generate failed), so the period covers two of the longest exchanges and a margin:
+/// 180 seconds with the default `litellm_timeout` of 30 seconds.
+pub fn pending_grace_seconds(settings: &Settings) -> u64 {
+    2 * outbound::longest_exchange_seconds(settings.litellm_timeout) + GRACE_MARGIN_SECONDS
+}
 
 /// An issuance in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +105,7 @@ pub fn issue(
     due::file(
         store,
         &pending.storage_key(),
-        times.issued_at + PENDING_GRACE_SECONDS,
+        times.issued_at + pending_grace_seconds(settings),
     )?;
     store.put(&pending.storage_key(), &pending)?;
 

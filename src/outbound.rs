@@ -16,10 +16,6 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const CONNECT_TIMEOUT_SECONDS: u64 = 5;
 const BETWEEN_BYTES_TIMEOUT_SECONDS: u64 = 10;
 
-/// Time allowed for reading a response body after it started, in seconds. The body is
-/// checked between chunks, so a read may overrun it by one between-bytes timeout.
-const BODY_DEADLINE_SECONDS: u64 = 30;
-
 /// Largest chunk `blocking-write-and-flush` accepts.
 const WRITE_CHUNK_BYTES: usize = 4096;
 const READ_CHUNK_BYTES: u64 = 64 * 1024;
@@ -68,7 +64,9 @@ impl Failure {
 }
 
 /// Sends a request to `route` under `base` and reads the whole response, waiting at most
-/// `first_byte_timeout_seconds` for the response to start.
+/// `first_byte_timeout_seconds` for the response to start and as long again for its body.
+/// The body is checked between chunks, so a read may overrun that by one between-bytes
+/// timeout.
 pub fn send(
     verb: Verb,
     base: &BaseUrl,
@@ -99,8 +97,7 @@ pub fn send(
         }
     };
     written.map_err(Failure::Broken)?;
-    let deadline = monotonic_clock::now() + BODY_DEADLINE_SECONDS * NANOS_PER_SECOND;
-    read_response(base, response, deadline)
+    read_response(base, response, first_byte_timeout_seconds)
 }
 
 fn build_request(
@@ -141,11 +138,21 @@ fn options(first_byte_timeout_seconds: u64) -> RequestOptions {
     let options = RequestOptions::new();
     // A host that does not support a timeout rejects setting it; the request then runs
     // with the host's own limits, so the results are ignored.
-    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_SECONDS * NANOS_PER_SECOND));
+    let connect = CONNECT_TIMEOUT_SECONDS.min(first_byte_timeout_seconds);
+    let between_bytes = BETWEEN_BYTES_TIMEOUT_SECONDS.min(first_byte_timeout_seconds);
+    let _ = options.set_connect_timeout(Some(connect * NANOS_PER_SECOND));
     let _ = options.set_first_byte_timeout(Some(first_byte_timeout_seconds * NANOS_PER_SECOND));
-    let _ =
-        options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_SECONDS * NANOS_PER_SECOND));
+    let _ = options.set_between_bytes_timeout(Some(between_bytes * NANOS_PER_SECOND));
     options
+}
+
+/// Longest time one `send` can take with `first_byte_timeout_seconds`, in seconds: the
+/// connect timeout, the wait for the response, the body deadline and one between-bytes
+/// overrun.
+pub fn longest_exchange_seconds(first_byte_timeout_seconds: u64) -> u64 {
+    CONNECT_TIMEOUT_SECONDS.min(first_byte_timeout_seconds)
+        + 2 * first_byte_timeout_seconds
+        + BETWEEN_BYTES_TIMEOUT_SECONDS.min(first_byte_timeout_seconds)
 }
 
 fn write_body(outgoing_body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
@@ -166,8 +173,9 @@ fn write_body(outgoing_body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
 fn read_response(
     base: &BaseUrl,
     response: IncomingResponse,
-    deadline: u64,
+    body_timeout_seconds: u64,
 ) -> Result<Response, Failure> {
+    let deadline = monotonic_clock::now() + body_timeout_seconds * NANOS_PER_SECOND;
     let status = response.status();
     let location = response
         .headers()
@@ -193,7 +201,7 @@ fn read_response(
                     if monotonic_clock::now() > deadline {
                         return Err(Failure::TimedOut(format!(
                             "LiteLLM at {base} did not finish its response within \
-                             {BODY_DEADLINE_SECONDS}s"
+                             {body_timeout_seconds}s"
                         )));
                     }
                 }

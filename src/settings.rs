@@ -17,8 +17,8 @@ pub const MAX_TTL: u64 = 768 * 3600;
 /// database, which takes well under a second when healthy.
 pub const LITELLM_TIMEOUT: u64 = 30;
 
-/// Largest accepted `litellm_timeout`. An issuance must end well within the grace period
-/// after which tidy deletes its key as abandoned (5 minutes).
+/// Largest accepted `litellm_timeout`. The grace period after which tidy deletes an
+/// interrupted issuance's key grows with it, to 9 minutes at this value.
 pub const MAX_LITELLM_TIMEOUT: u64 = 120;
 
 /// Settings that shape lease ids, storage and TTL defaults.

@@ -3,7 +3,7 @@
 
 use crate::bindings::exports::litellm_secrets::engine::types::TidyReport;
 use crate::clock;
-use crate::creds::{self, PENDING_GRACE_SECONDS, PendingRecord};
+use crate::creds::{self, PendingRecord};
 use crate::due::{self, Entry};
 use crate::error::Result;
 use crate::lease::{self, LeaseRecord};
@@ -153,7 +153,7 @@ fn visit_pending(
     now: u64,
     report: &mut TidyReport,
 ) -> Result<Next> {
-    if pending.created_at + PENDING_GRACE_SECONDS > now {
+    if pending.created_at + creds::pending_grace_seconds(settings) > now {
         return Ok(Next::Later);
     }
     if store.exists(&lease::storage_key(&pending.role, &pending.id))? {

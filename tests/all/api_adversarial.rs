@@ -701,7 +701,12 @@ async fn admin_token_digest_setting_admits_its_token() {
     let reply = host
         .http("LIST", "/v1/litellm/roles", Some(&digest), None)
         .await;
-    assert_eq!(reply.status, 403, "the digest itself is not a token: {}", reply.text());
+    assert_eq!(
+        reply.status,
+        403,
+        "the digest itself is not a token: {}",
+        reply.text()
+    );
 }
 
 /// A malformed digest, or both admin settings at once, is a 500 that names the setting.

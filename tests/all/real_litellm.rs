@@ -7,36 +7,8 @@
 use litellm_secrets_tests::expect::{EngineResult, invalid_input, role_request};
 use litellm_secrets_tests::host::{ConfigRequest, Credential, RoleRequest, TestHost};
 use litellm_secrets_tests::http_client::{self, chat_completion, key_info};
+use litellm_secrets_tests::real_litellm::{RealLiteLlm, real_litellm};
 use serde_json::Value;
-
-/// The real proxy's address and master key.
-struct RealLiteLlm {
-    url: String,
-    master_key: String,
-}
-
-fn real_litellm(test: &str) -> Option<RealLiteLlm> {
-    let url = std::env::var("LITELLM_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    let master_key = std::env::var("LITELLM_MASTER_KEY")
-        .ok()
-        .filter(|key| !key.is_empty());
-    match (url, master_key) {
-        (Some(url), Some(master_key)) => Some(RealLiteLlm { url, master_key }),
-        _ => {
-            let required = std::env::var("LITELLM_REQUIRED").is_ok_and(|value| value == "1");
-            assert!(
-                !required,
-                "{test}: LITELLM_REQUIRED=1 but LITELLM_URL or LITELLM_MASTER_KEY is not set"
-            );
-            eprintln!(
-                "SKIPPED {test}: set LITELLM_URL and LITELLM_MASTER_KEY to run it against a real LiteLLM"
-            );
-            None
-        }
-    }
-}
 
 /// Creates a host configured for the real proxy, with role `name` written from `request`.
 async fn configured_host(real: &RealLiteLlm, name: &str, request: RoleRequest) -> TestHost {

@@ -11,3 +11,4 @@ pub mod http_client;
 pub mod keyvalue;
 pub mod litellm_double;
 pub mod outbound;
+pub mod real_litellm;

@@ -1,0 +1,103 @@
+//! The admin token: given by the operator, or generated on first start. A generated token
+//! is printed once and only its SHA-256 digest is stored; the component then receives the
+//! digest as its `admin_token_sha256` setting.
+
+use sha2::{Digest, Sha256};
+
+use crate::kv::Backend;
+
+/// Name of the stored digest among the host's own values.
+const DIGEST_NAME: &str = "admin_token_sha256";
+
+/// How the component learns the admin token.
+pub enum AdminSetting {
+    /// The operator's token, passed as `admin_token`.
+    Token(String),
+    /// A stored digest, passed as `admin_token_sha256`.
+    Digest(String),
+}
+
+impl AdminSetting {
+    /// The `wasi:config` key and value for the component.
+    pub fn setting(&self) -> (&'static str, &str) {
+        match self {
+            Self::Token(token) => ("admin_token", token),
+            Self::Digest(digest) => ("admin_token_sha256", digest),
+        }
+    }
+}
+
+/// Decides the admin setting. `printed` receives a newly generated token, which is the
+/// only time it exists outside the client that keeps it.
+pub async fn resolve(
+    kv: &Backend,
+    given: Option<String>,
+    rotate: bool,
+    printed: impl FnOnce(&str),
+) -> anyhow::Result<AdminSetting> {
+    if let Some(token) = given.map(|token| token.trim().to_owned()) {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the admin token is too short ({} characters); use at least 16, e.g. from \
+             `openssl rand -hex 24`",
+            token.len()
+        );
+        return Ok(AdminSetting::Token(token));
+    }
+
+    let stored = kv.host_value(DIGEST_NAME).await.map_err(|error| {
+        anyhow::anyhow!("reading the stored admin token digest failed: {error}")
+    })?;
+    if let (Some(digest), false) = (stored, rotate) {
+        tracing::info!("admin token: the one whose digest is stored");
+        return Ok(AdminSetting::Digest(digest));
+    }
+
+    let token = generate()?;
+    let digest = sha256_hex(&token);
+    kv.set_host_value(DIGEST_NAME, &digest)
+        .await
+        .map_err(|error| anyhow::anyhow!("storing the admin token digest failed: {error}"))?;
+    tracing::info!(
+        "admin token: generated; it is printed once on stdout and stored only as a digest"
+    );
+    printed(&token);
+    Ok(AdminSetting::Digest(digest))
+}
+
+fn generate() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("no randomness for the admin token: {error}"))?;
+    Ok(format!("lsa.{}", hex(&bytes)))
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_distinct_and_hex() {
+        let first = generate().unwrap();
+        let second = generate().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(first.len(), 4 + 48);
+        assert!(first[4..].bytes().all(|byte| byte.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn digest_matches_sha256() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The shared store: Redis, for several host processes. Each value is a Redis string,
+//! and a sorted set per bucket indexes the keys so that listing pages through them in
+//! byte order, as the file store does. Every write that touches both runs as one Lua
+//! script, which Redis executes atomically, so compare-and-swap holds across processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use super::{BUCKET, KvResult};
+
+/// Wait for each Redis reply before the operation fails.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SET: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return 1";
+
+const DELETE: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1";
+
+/// ARGV[1] is '1' when a value is expected and '0' when the key must be absent.
+const SWAP: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[4])
+return 1";
+
+const INCREMENT: &str = r"
+local sum = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return sum";
+
+struct Scripts {
+    set: Script,
+    delete: Script,
+    swap: Script,
+    increment: Script,
+}
+
+/// A Redis connection that reconnects on its own. Clones share it.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+impl RedisStore {
+    /// Connects to `url`; every key the host writes starts with `prefix:`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = Client::open(url)
+            .map_err(|error| anyhow::anyhow!("the Redis URL is invalid: {error}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(3);
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|error| anyhow::anyhow!("connecting to Redis failed: {error}"))?;
+        Ok(Self {
+            connection,
+            prefix: Arc::from(prefix),
+            scripts: Arc::new(Scripts {
+                set: Script::new(SET),
+                delete: Script::new(DELETE),
+                swap: Script::new(SWAP),
+                increment: Script::new(INCREMENT),
+            }),
+        })
+    }
+
+    fn value_key(&self, key: &str) -> String {
+        format!("{}:value:{BUCKET}:{key}", self.prefix)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:keys:{BUCKET}", self.prefix)
+    }
+
+    fn host_key(&self, name: &str) -> String {
+        format!("{}:host:{name}", self.prefix)
+    }
+
+    pub async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("GET")
+            .arg(self.value_key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)
+    }
+
+    pub async fn exists(&self, key: &str) -> KvResult<bool> {
+        let mut connection = self.connection.clone();
+        redis::cmd("EXISTS")
+            .arg(self.value_key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)
+    }
+
+    pub async fn get_many(&self, keys: &[String]) -> KvResult<Vec<(String, Vec<u8>)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("MGET");
+        for key in keys {
+            command.arg(self.value_key(key));
+        }
+        let values: Vec<Option<Vec<u8>>> =
+            command.query_async(&mut connection).await.map_err(failed)?;
+        Ok(keys
+            .iter()
+            .zip(values)
+            .filter_map(|(key, value)| Some((key.clone(), value?)))
+            .collect())
+    }
+
+    pub async fn keys_after(&self, cursor: Option<&str>, limit: usize) -> KvResult<Vec<String>> {
+        let mut connection = self.connection.clone();
+        let start = match cursor {
+            Some(after) => format!("({after}"),
+            None => "-".to_owned(),
+        };
+        redis::cmd("ZRANGEBYLEX")
+            .arg(self.index_key())
+            .arg(start)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .scripts
+            .set
+            .key(self.value_key(key))
+            .key(self.index_key())
+            .arg(value)
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> KvResult<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .scripts
+            .delete
+            .key(self.value_key(key))
+            .key(self.index_key())
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        let mut connection = self.connection.clone();
+        self.scripts
+            .increment
+            .key(self.value_key(key))
+            .key(self.index_key())
+            .arg(delta)
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| format!("incrementing counter {key} failed: {error}"))
+    }
+
+    pub async fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> KvResult<bool> {
+        let mut connection = self.connection.clone();
+        let swapped: i64 = self
+            .scripts
+            .swap
+            .key(self.value_key(key))
+            .key(self.index_key())
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(value)
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        Ok(swapped == 1)
+    }
+
+    pub async fn host_value(&self, name: &str) -> KvResult<Option<String>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("GET")
+            .arg(self.host_key(name))
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)
+    }
+
+    pub async fn set_host_value(&self, name: &str, value: &str) -> KvResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("SET")
+            .arg(self.host_key(name))
+            .arg(value)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)
+    }
+}
+
+fn failed(error: redis::RedisError) -> String {
+    format!("Redis: {error}")
+}

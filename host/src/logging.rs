@@ -1,0 +1,39 @@
+//! Log setup: `tracing` to stderr, as text or JSON, and the component's own stderr lines
+//! passed on as events. Nothing logged here carries a secret: the component masks keys in
+//! its lines, and the host logs counts, addresses and ids only.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::cli::LogFormat;
+
+/// Installs the global subscriber.
+pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|error| anyhow::anyhow!("--log {filter:?} is not a valid filter: {error}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Emits each line the component wrote to stderr, as a warning when it says so.
+pub fn forward_guest_log(stderr: &MemoryOutputPipe) {
+    let contents = stderr.contents();
+    for line in String::from_utf8_lossy(&contents).lines() {
+        let line = line
+            .strip_prefix("litellm-secrets-engine: ")
+            .unwrap_or(line);
+        match line.strip_prefix("warning: ") {
+            Some(message) => tracing::warn!(target: "engine", "{message}"),
+            None => tracing::info!(target: "engine", "{line}"),
+        }
+    }
+}
