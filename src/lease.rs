@@ -133,6 +133,26 @@ pub fn list(store: &Store, settings: &Settings, prefix: &str) -> Result<Vec<Stri
 }
 
 /// Extends a lease and the key's expiry in LiteLLM.
+/// Explains a failed LiteLLM update by a revocation that started after the lease was
+/// read: the key it updated may already be deleted, and the caller should hear that the
+/// lease is revoked, not that LiteLLM failed.
+fn revoked_meanwhile(
+    store: &Store,
+    record: &LeaseRecord,
+    lease_id: &str,
+    now: u64,
+) -> Option<Error> {
+    match store.get::<LeaseRecord>(&record.storage_key()) {
+        Ok(None) => Some(Error::not_found(format!(
+            "lease {lease_id} was revoked during the renewal"
+        ))),
+        Ok(Some(current)) if revocation::claim_is_live(current.revoking_since, now) => {
+            Some(being_revoked(lease_id))
+        }
+        _ => None,
+    }
+}
+
 pub fn renew(
     store: &Store,
     settings: &Settings,
@@ -179,10 +199,12 @@ pub fn renew(
     // LiteLLM first: if it rejects the update, the lease keeps its old expiry and still
     // matches the key. The new expiry is filed before the lease is written, so tidy always
     // finds it.
-    config::client_for(store, settings, &record.litellm_url)?.set_expiry(
-        &record.token_hash,
-        expires_at - now + KEY_EXPIRY_BUFFER_SECONDS,
-    )?;
+    config::client_for(store, settings, &record.litellm_url)?
+        .set_expiry(
+            &record.token_hash,
+            expires_at - now + KEY_EXPIRY_BUFFER_SECONDS,
+        )
+        .map_err(|error| revoked_meanwhile(store, &record, lease_id, now).unwrap_or(error))?;
     due::file(store, &record.storage_key(), expires_at)?;
 
     let renewed = store

@@ -176,3 +176,48 @@ async fn upsert_store_keeps_every_role() {
     assert_eq!(fixture.host.try_tidy().await.value().revoked_leases, 12);
     assert!(fixture.litellm.live_keys().is_empty());
 }
+
+/// A revoke that deletes the key while a renewal waits for LiteLLM's update: the renewal
+/// reports the revocation, not LiteLLM's 404 for the key it no longer finds.
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_overtaken_by_revoke_reports_the_revocation() {
+    use std::time::Duration;
+
+    use litellm_secrets_tests::expect::not_found;
+    use litellm_secrets_tests::litellm_double::Reply;
+
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+    let credential = fixture.issue("dev").await;
+    let slow_update = Reply::Delayed {
+        delay: Duration::from_millis(400),
+        reply: Box::new(Reply::Normal),
+    };
+    fixture.litellm.script("/key/update", slow_update);
+
+    let renewer = fixture.host.replica();
+    let lease_id = credential.lease_id.clone();
+    let renewal = tokio::spawn(async move {
+        renewer
+            .try_renew_lease(&lease_id, Some("30m"))
+            .await
+            .error()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fixture
+        .host
+        .try_revoke_lease(&credential.lease_id)
+        .await
+        .value();
+
+    let error = renewal.await.unwrap();
+    assert_eq!(
+        not_found(&error),
+        format!(
+            "lease {} was revoked during the renewal",
+            credential.lease_id
+        )
+    );
+    assert!(fixture.litellm.live_keys().is_empty());
+    assert!(fixture.stored("lease/").is_empty());
+}

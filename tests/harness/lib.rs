@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod host;
 pub mod http_api;
 pub mod http_client;
+pub mod hvac;
 pub mod keyvalue;
 pub mod litellm_double;
 pub mod outbound;

@@ -1,0 +1,8 @@
+//! The host binary as an operator runs it: a child process on 127.0.0.1, stopped with
+//! signals and restarted on the same data.
+
+mod cli;
+mod lifecycle;
+mod real_litellm;
+mod redis;
+mod support;

@@ -1,0 +1,282 @@
+//! The host against the real LiteLLM proxy: the tidy timer ends an expired key, and a
+//! SIGKILL during a burst of issuance leaves no key without a lease once tidy ran.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use litellm_secrets_tests::http_client::{self, chat_completion};
+use litellm_secrets_tests::real_litellm::{RealLiteLlm, real_litellm};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN, HostProcess, TempDir, events};
+
+/// A random lowercase hex string, so that aliases from several runs never collide.
+fn unique(len: usize) -> String {
+    let mut bytes = vec![0u8; len.div_ceil(2)];
+    getrandom_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<String>()[..len]
+        .to_owned()
+}
+
+fn getrandom_bytes(bytes: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(bytes))
+        .expect("reading /dev/urandom");
+}
+
+async fn configure(host: &HostProcess, real: &RealLiteLlm, role: &str, body: Value) {
+    let config = json!({"url": real.url, "master_key": real.master_key});
+    let reply = host
+        .admin("POST", "/v1/litellm/config", Some(&config))
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let reply = host
+        .admin("POST", &format!("/v1/litellm/roles/{role}"), Some(&body))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Aliases of the live keys in the real proxy that start with `prefix`.
+async fn live_aliases(real: &RealLiteLlm, prefix: &str) -> BTreeSet<String> {
+    let mut aliases = BTreeSet::new();
+    for page in 1.. {
+        let url = format!(
+            "{}/key/list?return_full_object=true&size=100&page={page}",
+            real.url
+        );
+        let reply = http_client::send("GET", &url, &real.master_key, None)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        for key in body["keys"].as_array().unwrap() {
+            if let Some(alias) = key["key_alias"]
+                .as_str()
+                .filter(|alias| alias.starts_with(prefix))
+            {
+                aliases.insert(alias.to_owned());
+            }
+        }
+        if page >= body["total_pages"].as_u64().unwrap_or(0) {
+            break;
+        }
+    }
+    aliases
+}
+
+/// Lease ids stored for `role`, listed through the API.
+async fn stored_leases(host: &HostProcess, role: &str) -> BTreeSet<String> {
+    let prefix = format!("litellm/creds/{role}/");
+    let reply = host
+        .admin("LIST", &format!("/v1/sys/leases/lookup/{prefix}"), None)
+        .await;
+    reply.json()["data"]["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .map(|id| format!("{prefix}{}", id.as_str().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tidy_timer_revokes_an_expired_lease_in_real_litellm() {
+    let Some(real) = real_litellm("tidy_timer_revokes_an_expired_lease_in_real_litellm") else {
+        return;
+    };
+    let dir = TempDir::new("real-tidy");
+    let data = dir.data_file();
+    let host = HostProcess::start(&[
+        "--data",
+        &data,
+        "--admin-token",
+        ADMIN,
+        "--tidy-interval",
+        "1s",
+    ])
+    .unwrap();
+    let role = format!("tidy{}", unique(6));
+    let body = json!({"models": ["gpt-4o-mini"], "ttl": "3s", "max_ttl": "1m"});
+    configure(&host, &real, &role, body).await;
+
+    let creds = host
+        .admin("GET", &format!("/v1/litellm/creds/{role}"), None)
+        .await;
+    assert_eq!(creds.status, 200, "{}", creds.text());
+    let key = creds.json()["data"]["key"].as_str().unwrap().to_owned();
+    let lease = creds.json()["lease_id"].as_str().unwrap().to_owned();
+    let chat = chat_completion(&real.url, &key, "gpt-4o-mini")
+        .await
+        .unwrap();
+    assert_eq!(chat.status, 200, "{}", chat.text());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let chat = chat_completion(&real.url, &key, "gpt-4o-mini")
+            .await
+            .unwrap();
+        if chat.status != 200 || Instant::now() > deadline {
+            break chat.status;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status, 401,
+        "the key stops working once tidy revoked its lease"
+    );
+    let lookup = host
+        .admin(
+            "PUT",
+            "/v1/sys/leases/lookup",
+            Some(&json!({"lease_id": lease})),
+        )
+        .await;
+    assert_eq!(lookup.status, 404, "the lease is gone: {}", lookup.text());
+    let revoked: u64 = events(&host.logs(), "tidy run")
+        .iter()
+        .filter_map(|event| event["fields"]["revoked_leases"].as_u64())
+        .sum();
+    assert_eq!(revoked, 1, "{}", host.logs());
+    assert!(
+        !host.logs().contains(&key),
+        "the minted key is never logged"
+    );
+    assert!(
+        !host.logs().contains(&real.master_key),
+        "the master key is never logged"
+    );
+}
+
+/// SIGKILL while 200 creds requests run against the real proxy. After a restart, tidy's
+/// grace period and a few timer runs, every key with the role's alias prefix has a lease,
+/// every lease has a key, and every lease the clients received is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_200_creds_orphans_and_loses_nothing() {
+    let Some(real) = real_litellm("sigkill_during_200_creds_orphans_and_loses_nothing") else {
+        return;
+    };
+    const REQUESTS: usize = 200;
+    // With a 3 s LiteLLM timeout tidy treats an issuance as abandoned after 54 s.
+    const GRACE: Duration = Duration::from_secs(54);
+    let dir = TempDir::new("real-kill");
+    let data = dir.data_file();
+    let args = [
+        "--data",
+        &data,
+        "--admin-token",
+        ADMIN,
+        "--litellm-timeout",
+        "3s",
+    ];
+    let mut host = HostProcess::start(&[&args[..], &["--tidy-interval", "0"]].concat()).unwrap();
+    let role = "burst";
+    let prefix = format!("k{}", unique(8));
+    let body = json!({"models": ["gpt-4o-mini"], "ttl": "1h", "max_ttl": "2h", "key_alias_prefix": prefix});
+    configure(&host, &real, role, body).await;
+
+    let url = host.url();
+    let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..REQUESTS {
+        let (url, answered) = (url.clone(), answered.clone());
+        tokio::spawn(async move {
+            let reply = http_client::send(
+                "GET",
+                &format!("{url}/v1/litellm/creds/{role}"),
+                ADMIN,
+                None,
+            )
+            .await;
+            let _ = answered.send(reply.ok());
+        });
+    }
+    drop(answered);
+
+    let mut received = BTreeSet::new();
+    let started = Instant::now();
+    while received.len() < 20 && started.elapsed() < Duration::from_secs(4) {
+        match tokio::time::timeout(Duration::from_millis(100), answers.recv()).await {
+            Ok(Some(Some(reply))) if reply.status == 200 => {
+                received.insert(reply.json()["lease_id"].as_str().unwrap().to_owned());
+            }
+            Ok(None) => break,
+            _ => {}
+        }
+    }
+    host.kill();
+    let killed_at = Instant::now();
+    while let Some(answer) = answers.recv().await {
+        if let Some(reply) = answer.filter(|reply| reply.status == 200) {
+            received.insert(reply.json()["lease_id"].as_str().unwrap().to_owned());
+        }
+    }
+    println!(
+        "METRIC sigkill_leases_received_before_kill={}",
+        received.len()
+    );
+
+    let restarted = HostProcess::start(&[&args[..], &["--tidy-interval", "2s"]].concat()).unwrap();
+    println!(
+        "METRIC restart_after_sigkill_ms={}",
+        restarted.startup.as_millis()
+    );
+    let deadline = killed_at + GRACE + Duration::from_secs(60);
+    let (leases, aliases) = loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let leases = stored_leases(&restarted, role).await;
+        let aliases = live_aliases(&real, &prefix).await;
+        let settled = killed_at.elapsed() > GRACE + Duration::from_secs(6);
+        if (settled && lease_aliases(&leases, &prefix, role) == aliases)
+            || Instant::now() > deadline
+        {
+            break (leases, aliases);
+        }
+    };
+    let cleaned: u64 = events(&restarted.logs(), "tidy run")
+        .iter()
+        .filter_map(|event| event["fields"]["cleaned_pending"].as_u64())
+        .sum();
+    println!(
+        "METRIC sigkill_leases_kept={} live_keys={} cleaned_pending={cleaned} settled_after_s={}",
+        leases.len(),
+        aliases.len(),
+        killed_at.elapsed().as_secs()
+    );
+    assert_eq!(
+        lease_aliases(&leases, &prefix, role),
+        aliases,
+        "keys and leases match one to one"
+    );
+    assert!(
+        received.is_subset(&leases),
+        "every lease a client received is kept"
+    );
+
+    let reply = restarted
+        .admin(
+            "PUT",
+            &format!("/v1/sys/leases/revoke-prefix/litellm/creds/{role}"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(
+        live_aliases(&real, &prefix).await.is_empty(),
+        "revoke-prefix deleted every key"
+    );
+}
+
+/// The alias each lease's key has: `<prefix>-<role>-<id>`.
+fn lease_aliases(leases: &BTreeSet<String>, prefix: &str, role: &str) -> BTreeSet<String> {
+    leases
+        .iter()
+        .map(|lease| {
+            let id = lease.rsplit('/').next().unwrap();
+            format!("{prefix}-{role}-{id}")
+        })
+        .collect()
+}
