@@ -9,7 +9,7 @@ use crate::kv::Backend;
 /// Name of the stored digest among the host's own values.
 const DIGEST_NAME: &str = "admin_token_sha256";
 
-/// How the component learns the admin token.
+/// The setting through which the component learns the admin token.
 pub enum AdminSetting {
     /// The operator's token, passed as `admin_token`.
     Token(String),
@@ -18,7 +18,7 @@ pub enum AdminSetting {
 }
 
 impl AdminSetting {
-    /// The `wasi:config` key and value for the component.
+    /// Returns the `wasi:config` key and value for the component.
     pub fn setting(&self) -> (&'static str, &str) {
         match self {
             Self::Token(token) => ("admin_token", token),

@@ -29,7 +29,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LITELLM_SECRETS_LISTEN", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
 
-    /// File that holds the engine's data (created with mode 0600 if missing). Ignored
+    /// File that contains the engine's data (created with mode 0600 if missing). Ignored
     /// when --redis-url is set.
     #[arg(
         long,
@@ -117,7 +117,7 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-/// How log lines are written to stderr.
+/// Format of the log lines on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// One human-readable line per event.

@@ -24,7 +24,7 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Emits each line the component wrote to stderr, as a warning when it says so.
+/// Emits each line the component wrote to stderr, as a warning when it is marked as one.
 pub fn forward_guest_log(stderr: &MemoryOutputPipe) {
     let contents = stderr.contents();
     for line in String::from_utf8_lossy(&contents).lines() {

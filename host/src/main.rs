@@ -133,7 +133,7 @@ async fn open_storage(args: &ServeArgs) -> anyhow::Result<Backend> {
     }
 }
 
-/// The `wasi:config` values the component reads.
+/// Builds the `wasi:config` values the component reads.
 fn component_settings(args: &ServeArgs, admin: &admin::AdminSetting) -> BTreeMap<String, String> {
     let mut settings = BTreeMap::new();
     let (admin_key, admin_value) = admin.setting();

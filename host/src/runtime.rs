@@ -43,8 +43,8 @@ pub use bindings::exports::litellm_secrets::engine::types::{Error as EngineError
 /// Largest guest stderr kept per instance, in bytes.
 const STDERR_CAPACITY: usize = 256 * 1024;
 
-/// Largest linear memory of one instance. The engine holds one request and one response
-/// at a time, each at most a few MiB.
+/// Largest linear memory of one instance. The engine keeps one request and one response
+/// in memory at a time, each at most a few MiB.
 const MAX_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
 /// Store data of one instance.
@@ -145,7 +145,7 @@ impl Runtime {
         })
     }
 
-    /// The component seen through `wasi:http/incoming-handler`.
+    /// Returns the component seen through `wasi:http/incoming-handler`.
     pub fn proxy(&self) -> &ProxyPre<Ctx> {
         &self.proxy
     }

@@ -24,13 +24,13 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::logging;
 use crate::runtime::Runtime;
 
-/// Longest wait for a client to send a request's headers.
+/// Maximum wait for a client to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest path logged per request, in bytes.
 const LOGGED_PATH_BYTES: usize = 200;
 
-/// What every request handler shares.
+/// State shared by every request handler.
 #[derive(Clone)]
 struct Shared {
     runtime: Runtime,
@@ -104,7 +104,7 @@ async fn respond(
     let response = match run_guest(&shared, request).await {
         Ok(response) => response,
         Err(failure) => {
-            tracing::error!(%method, path, error = %failure, "the engine failed to answer");
+            tracing::error!(%method, path, error = %failure, "the engine returned no response");
             error_response()
         }
     };
@@ -150,7 +150,7 @@ async fn run_guest(
 
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => anyhow::bail!("the engine answered with error code {code:?}"),
+        Ok(Err(code)) => anyhow::bail!("the engine responded with error code {code:?}"),
         Err(_) => match guest.await {
             Ok(Err(trap)) => anyhow::bail!("the engine trapped: {trap:#}"),
             _ => anyhow::bail!("the engine returned without a response"),
@@ -159,8 +159,7 @@ async fn run_guest(
 }
 
 fn error_response() -> hyper::Response<HyperOutgoingBody> {
-    let body =
-        r#"{"errors":["internal error: the engine failed to answer; the host log has the cause"]}"#;
+    let body = r#"{"errors":["internal error: the engine returned no response; the host log has the cause"]}"#;
     let mut response = hyper::Response::new(
         Full::new(Bytes::from_static(body.as_bytes()))
             .map_err(|never| match never {})

@@ -11,7 +11,7 @@ use crate::runtime::{EngineError, Runtime, TidyReport};
 /// Calls of `tidy` one timer tick may make while runs stop at their work limit.
 const MAX_CALLS_PER_TICK: u32 = 50;
 
-/// Longest wait after repeated failures, as a multiple of the interval.
+/// Maximum wait after repeated failures, as a multiple of the interval.
 const MAX_BACKOFF_FACTOR: u32 = 16;
 
 /// Runs tidy every `interval` until `stop` is cancelled. A run in progress finishes first.
@@ -37,7 +37,7 @@ fn backoff_factor(failures: u32) -> u32 {
     2u32.saturating_pow(failures).min(MAX_BACKOFF_FACTOR)
 }
 
-/// One tick: calls `tidy` until a run completes. Returns whether every call succeeded.
+/// Calls `tidy` until a run completes, and returns whether every call succeeded.
 async fn tick(runtime: &Runtime) -> bool {
     let mut total = Totals::default();
     for _ in 0..MAX_CALLS_PER_TICK {

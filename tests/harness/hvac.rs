@@ -1,6 +1,6 @@
 //! The Python Vault client hvac, run as a child process against an API URL. It runs with
 //! the Python named by `HVAC_PYTHON` (`.ci/run` installs hvac 2.4.0 into a virtual
-//! environment), else with `python3` if it can import hvac; tests that need it report that
+//! environment), else with `python3` if it can import hvac. Tests that need it report that
 //! they were skipped otherwise, and fail instead with `HVAC_REQUIRED=1`.
 
 use std::path::Path;

@@ -180,7 +180,7 @@ impl FileStore {
     }
 }
 
-/// Why a write transaction did not commit.
+/// The reason a write transaction did not commit.
 enum WriteError {
     Storage(redb::StorageError),
     Refused(String),
@@ -220,8 +220,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| format!("data file write did not finish: {error}"))?
 }
 
-/// Creates `path` empty with mode 0600 if it is missing, since it holds master keys, and
-/// warns when an existing file is readable by others.
+/// Creates `path` empty with mode 0600 if it is missing, because it contains master keys,
+/// and warns when an existing file is readable by others.
 fn create_private(path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path
         .parent()
@@ -315,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn a_second_open_of_the_same_file_is_refused() {
+    fn open_rejects_a_file_in_use() {
         let (store, dir) = temp_store("locked");
         let error = FileStore::open(&dir.join("data.redb"))
             .err()

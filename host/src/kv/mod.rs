@@ -34,7 +34,7 @@ pub struct KeyPage {
     pub cursor: Option<String>,
 }
 
-/// Where the data lives. Clones share the same store.
+/// The storage backend. Clones share the same store.
 #[derive(Clone)]
 pub enum Backend {
     /// A redb file, for one host process.
@@ -93,8 +93,8 @@ impl Backend {
         }
     }
 
-    /// Writes `value` if `key` still holds `expected` (`None`: is still absent), as one
-    /// atomic step; returns whether it wrote.
+    /// Writes `value` if `key` still contains `expected` (`None`: is still absent), as one
+    /// atomic step, and returns whether it wrote.
     pub async fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> KvResult<bool> {
         match self {
             Self::File(file) => file.swap(key, expected, value).await,
@@ -110,7 +110,7 @@ impl Backend {
         }
     }
 
-    /// A value the host keeps for itself, outside the component's bucket.
+    /// Reads a value the host keeps for itself, outside the component's bucket.
     pub async fn host_value(&self, name: &str) -> KvResult<Option<String>> {
         match self {
             Self::File(file) => file.host_value(name),

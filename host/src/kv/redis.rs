@@ -1,7 +1,8 @@
 //! The shared store: Redis, for several host processes. Each value is a Redis string,
 //! and a sorted set per bucket indexes the keys so that listing pages through them in
 //! byte order, as the file store does. Every write that touches both runs as one Lua
-//! script, which Redis executes atomically, so compare-and-swap holds across processes.
+//! script, which Redis executes atomically, so compare-and-swap stays atomic across
+//! processes.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -98,7 +98,7 @@ fn invalid_settings_stop_the_host_at_start() {
 }
 
 #[test]
-fn a_data_file_in_use_is_refused_with_the_fix() {
+fn data_file_in_use_is_rejected() {
     let dir = TempDir::new("in-use");
     let data = dir.data_file();
     let mut first = HostProcess::start(&["--data", &data, "--admin-token", ADMIN]).unwrap();
@@ -115,4 +115,28 @@ fn a_data_file_in_use_is_refused_with_the_fix() {
     assert!(stderr.contains("is in use by another process"), "{stderr}");
     assert!(stderr.contains("--redis-url"), "{stderr}");
     assert!(first.terminate(Duration::from_secs(10)).success());
+}
+
+/// Every `LITELLM_SECRETS_*` variable the Dockerfile and docker-compose.yml set is one the
+/// host reads.
+#[test]
+fn container_files_set_only_variables_the_host_reads() {
+    let (_, help, _) = HostProcess::run_to_end(&["serve", "--help"]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = 0;
+    for file in ["Dockerfile", "docker-compose.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (start, _) in text.match_indices("LITELLM_SECRETS_") {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{file} sets {name}, which the host does not read"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "found {checked} variables");
 }

@@ -8,7 +8,7 @@ use litellm_secrets_tests::fixture::MASTER_KEY;
 use litellm_secrets_tests::litellm_double::{LiteLlmDouble, Reply};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, HostProcess, TempDir, events};
+use crate::support::{ADMIN, HostProcess, TempDir, events, file_args};
 
 async fn double() -> LiteLlmDouble {
     LiteLlmDouble::start(MASTER_KEY, Clock::new())
@@ -38,14 +38,7 @@ fn lease_id(creds: &Value) -> String {
 async fn restart_keeps_config_roles_and_leases() {
     let dir = TempDir::new("restart");
     let data = dir.data_file();
-    let args = [
-        "--data",
-        &data,
-        "--admin-token",
-        ADMIN,
-        "--tidy-interval",
-        "0",
-    ];
+    let args = file_args(&data);
     let litellm = double().await;
     let mut first = HostProcess::start(&args).unwrap();
     configure(&first, &litellm).await;
@@ -63,13 +56,7 @@ async fn restart_keeps_config_roles_and_leases() {
     assert_eq!(config.json()["data"]["url"], json!(litellm.url()));
     let roles = second.admin("LIST", "/v1/litellm/roles", None).await;
     assert_eq!(roles.json()["data"]["keys"], json!(["dev"]));
-    let lookup = second
-        .admin(
-            "PUT",
-            "/v1/sys/leases/lookup",
-            Some(&json!({"lease_id": lease})),
-        )
-        .await;
+    let lookup = second.lookup_lease(&lease).await;
     assert_eq!(lookup.status, 200, "{}", lookup.text());
     assert_eq!(lookup.json()["data"]["id"], json!(lease));
 
@@ -88,7 +75,7 @@ async fn restart_keeps_config_roles_and_leases() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn generated_admin_token_is_printed_once_and_kept_as_a_digest() {
+async fn generated_admin_token_printed_once() {
     let dir = TempDir::new("admin-token");
     let data = dir.data_file();
     let args = ["--data", data.as_str(), "--tidy-interval", "0"];
@@ -106,10 +93,10 @@ async fn generated_admin_token_is_printed_once_and_kept_as_a_digest() {
         "an empty list, so the token was accepted: {}",
         reply.text()
     );
-    let refused = first
+    let wrong = first
         .call("not-the-token", "LIST", "/v1/litellm/roles", None)
         .await;
-    assert_eq!(refused.status, 403);
+    assert_eq!(wrong.status, 403);
     assert!(first.terminate(Duration::from_secs(10)).success());
     assert!(!first.logs().contains(&token), "the token is never logged");
 
@@ -146,14 +133,7 @@ async fn generated_admin_token_is_printed_once_and_kept_as_a_digest() {
 async fn sigterm_mid_load_loses_nothing() {
     let dir = TempDir::new("sigterm");
     let data = dir.data_file();
-    let args = [
-        "--data",
-        &data,
-        "--admin-token",
-        ADMIN,
-        "--tidy-interval",
-        "0",
-    ];
+    let args = file_args(&data);
     let litellm = double().await;
     let mut host = HostProcess::start(&args).unwrap();
     configure(&host, &litellm).await;
@@ -187,7 +167,7 @@ async fn sigterm_mid_load_loses_nothing() {
         (status, host)
     });
     let mut leased = BTreeSet::new();
-    let mut refused = 0;
+    let mut rejected = 0;
     for request in requests {
         match request.await.unwrap() {
             Ok(reply) => {
@@ -199,7 +179,7 @@ async fn sigterm_mid_load_loses_nothing() {
                 );
                 leased.insert(lease_id(&reply.json()));
             }
-            Err(_) => refused += 1,
+            Err(_) => rejected += 1,
         }
     }
     let (status, host) = status.await.unwrap();
@@ -209,22 +189,12 @@ async fn sigterm_mid_load_loses_nothing() {
         "some requests were in flight at SIGTERM"
     );
     println!(
-        "METRIC sigterm_finished={} sigterm_refused={refused}",
+        "METRIC sigterm_finished={} sigterm_rejected={rejected}",
         leased.len()
     );
 
     let restarted = HostProcess::start(&args).unwrap();
-    let listed = restarted
-        .admin("LIST", "/v1/sys/leases/lookup/litellm/creds/dev/", None)
-        .await;
-    let stored: BTreeSet<String> = listed.json()["data"]["keys"]
-        .as_array()
-        .map(|keys| {
-            keys.iter()
-                .map(|id| format!("litellm/creds/dev/{}", id.as_str().unwrap()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let stored = restarted.stored_leases("dev").await;
     assert_eq!(
         stored, leased,
         "exactly the leases that were answered are stored"

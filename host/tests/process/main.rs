@@ -3,6 +3,7 @@
 
 mod cli;
 mod lifecycle;
+mod readme;
 mod real_litellm;
 mod redis;
 mod support;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{ADMIN, HostProcess, TempDir, events};
 
-/// A random lowercase hex string, so that aliases from several runs never collide.
+/// Returns a random lowercase hex string, so that aliases from several runs never collide.
 fn unique(len: usize) -> String {
     let mut bytes = vec![0u8; len.div_ceil(2)];
     getrandom_bytes(&mut bytes);
@@ -68,25 +68,9 @@ async fn live_aliases(real: &RealLiteLlm, prefix: &str) -> BTreeSet<String> {
     aliases
 }
 
-/// Lease ids stored for `role`, listed through the API.
-async fn stored_leases(host: &HostProcess, role: &str) -> BTreeSet<String> {
-    let prefix = format!("litellm/creds/{role}/");
-    let reply = host
-        .admin("LIST", &format!("/v1/sys/leases/lookup/{prefix}"), None)
-        .await;
-    reply.json()["data"]["keys"]
-        .as_array()
-        .map(|keys| {
-            keys.iter()
-                .map(|id| format!("{prefix}{}", id.as_str().unwrap()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn tidy_timer_revokes_an_expired_lease_in_real_litellm() {
-    let Some(real) = real_litellm("tidy_timer_revokes_an_expired_lease_in_real_litellm") else {
+async fn tidy_timer_revokes_expired_lease() {
+    let Some(real) = real_litellm("tidy_timer_revokes_expired_lease") else {
         return;
     };
     let dir = TempDir::new("real-tidy");
@@ -129,13 +113,7 @@ async fn tidy_timer_revokes_an_expired_lease_in_real_litellm() {
         status, 401,
         "the key stops working once tidy revoked its lease"
     );
-    let lookup = host
-        .admin(
-            "PUT",
-            "/v1/sys/leases/lookup",
-            Some(&json!({"lease_id": lease})),
-        )
-        .await;
+    let lookup = host.lookup_lease(&lease).await;
     assert_eq!(lookup.status, 404, "the lease is gone: {}", lookup.text());
     let revoked: u64 = events(&host.logs(), "tidy run")
         .iter()
@@ -156,8 +134,8 @@ async fn tidy_timer_revokes_an_expired_lease_in_real_litellm() {
 /// grace period and a few timer runs, every key with the role's alias prefix has a lease,
 /// every lease has a key, and every lease the clients received is still there.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_during_200_creds_orphans_and_loses_nothing() {
-    let Some(real) = real_litellm("sigkill_during_200_creds_orphans_and_loses_nothing") else {
+async fn sigkill_during_burst_keeps_pairs() {
+    let Some(real) = real_litellm("sigkill_during_burst_keeps_pairs") else {
         return;
     };
     const REQUESTS: usize = 200;
@@ -227,7 +205,7 @@ async fn sigkill_during_200_creds_orphans_and_loses_nothing() {
     let deadline = killed_at + GRACE + Duration::from_secs(60);
     let (leases, aliases) = loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let leases = stored_leases(&restarted, role).await;
+        let leases = restarted.stored_leases(role).await;
         let aliases = live_aliases(&real, &prefix).await;
         let settled = killed_at.elapsed() > GRACE + Duration::from_secs(6);
         if (settled && lease_aliases(&leases, &prefix, role) == aliases)
@@ -270,7 +248,7 @@ async fn sigkill_during_200_creds_orphans_and_loses_nothing() {
     );
 }
 
-/// The alias each lease's key has: `<prefix>-<role>-<id>`.
+/// Returns the alias of each lease's key: `<prefix>-<role>-<id>`.
 fn lease_aliases(leases: &BTreeSet<String>, prefix: &str, role: &str) -> BTreeSet<String> {
     leases
         .iter()

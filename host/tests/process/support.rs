@@ -1,6 +1,7 @@
 //! The host binary started as a child process on 127.0.0.1, with its own data directory,
 //! JSON logs captured, and a client for its API.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,8 +16,21 @@ use serde_json::Value;
 /// Admin token the tests give the host unless a test is about generated tokens.
 pub const ADMIN: &str = "process-test-admin-token";
 
-/// Longest wait for a host to start serving.
+/// Maximum wait for a host to start serving.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Returns the arguments for a host on the data file `data`, with the test admin token and
+/// the tidy timer off.
+pub fn file_args(data: &str) -> Vec<&str> {
+    vec![
+        "--data",
+        data,
+        "--admin-token",
+        ADMIN,
+        "--tidy-interval",
+        "0",
+    ]
+}
 
 /// A directory under the system's temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
@@ -32,7 +46,7 @@ impl TempDir {
         Self(path)
     }
 
-    /// The host's data file in this directory.
+    /// Returns the path of the host's data file in this directory.
     pub fn data_file(&self) -> String {
         self.0.join("data.redb").display().to_string()
     }
@@ -157,6 +171,27 @@ impl HostProcess {
         self.call(ADMIN, method, path, body).await
     }
 
+    /// Looks up `lease_id` with the admin token.
+    pub async fn lookup_lease(&self, lease_id: &str) -> Reply {
+        let body = serde_json::json!({ "lease_id": lease_id });
+        self.admin("PUT", "/v1/sys/leases/lookup", Some(&body))
+            .await
+    }
+
+    /// Lists the ids of the leases stored for `role`.
+    pub async fn stored_leases(&self, role: &str) -> BTreeSet<String> {
+        let prefix = format!("litellm/creds/{role}/");
+        let reply = self
+            .admin("LIST", &format!("/v1/sys/leases/lookup/{prefix}"), None)
+            .await;
+        let Some(keys) = reply.json()["data"]["keys"].as_array().cloned() else {
+            return BTreeSet::new();
+        };
+        keys.iter()
+            .map(|id| format!("{prefix}{}", id.as_str().expect("lease ids are strings")))
+            .collect()
+    }
+
     /// Sends `method path` with `token` and an optional JSON body.
     pub async fn call(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
         http_client::send(method, &format!("{}{path}", self.url()), token, body)
@@ -189,7 +224,7 @@ fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     text
 }
 
-/// The address in the "serving the HTTP API" log line, once it is there.
+/// Returns the address in the "serving the HTTP API" log line, once it is there.
 fn serving_address(logs: &str) -> Option<SocketAddr> {
     logs.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
