@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::kv::Backend;
+use crate::kv::{Backend, HostWrite};
 
 /// Name of the stored digest among the host's own values.
 const DIGEST_NAME: &str = "admin_token_sha256";
@@ -55,13 +55,34 @@ pub async fn resolve(
 
     let token = generate()?;
     let digest = sha256_hex(&token);
-    kv.set_host_value(DIGEST_NAME, &digest)
+    let mode = if rotate {
+        HostWrite::Replace
+    } else {
+        HostWrite::IfAbsent
+    };
+    let written = kv
+        .set_host_value(DIGEST_NAME, &digest, mode)
         .await
         .map_err(|error| anyhow::anyhow!("storing the admin token digest failed: {error}"))?;
+    if !written {
+        return stored_after_race(kv).await;
+    }
     tracing::info!(
         "admin token: generated; it is printed once on stdout and stored only as a digest"
     );
     printed(&token);
+    Ok(AdminSetting::Digest(digest))
+}
+
+/// Returns the digest another host stored between this host's read and its write.
+async fn stored_after_race(kv: &Backend) -> anyhow::Result<AdminSetting> {
+    let stored = kv.host_value(DIGEST_NAME).await.map_err(|error| {
+        anyhow::anyhow!("reading the stored admin token digest failed: {error}")
+    })?;
+    let digest = stored.ok_or_else(|| {
+        anyhow::anyhow!("the admin token digest vanished while this host started; start it again")
+    })?;
+    tracing::info!("admin token: another host generated it first; use the token that host printed");
     Ok(AdminSetting::Digest(digest))
 }
 

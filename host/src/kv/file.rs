@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::KvResult;
+use super::{HostWrite, KvResult};
 
 /// The component's bucket.
 const BUCKET: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket/default");
@@ -135,16 +135,24 @@ impl FileStore {
         Ok(value.map(|value| value.value().to_owned()))
     }
 
-    pub async fn set_host_value(&self, name: &str, value: &str) -> KvResult<()> {
+    pub async fn set_host_value(&self, name: &str, value: &str, mode: HostWrite) -> KvResult<bool> {
         let db = Arc::clone(&self.db);
         let (name, value) = (name.to_owned(), value.to_owned());
         blocking(move || {
             let txn = db.begin_write().map_err(failed)?;
-            txn.open_table(HOST)
-                .map_err(failed)?
-                .insert(name.as_str(), value.as_str())
-                .map_err(failed)?;
-            txn.commit().map_err(failed)
+            let written = {
+                let mut table = txn.open_table(HOST).map_err(failed)?;
+                let present = table.get(name.as_str()).map_err(failed)?.is_some();
+                let write = mode == HostWrite::Replace || !present;
+                if write {
+                    table
+                        .insert(name.as_str(), value.as_str())
+                        .map_err(failed)?;
+                }
+                write
+            };
+            txn.commit().map_err(failed)?;
+            Ok(written)
         })
         .await
     }

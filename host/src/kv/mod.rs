@@ -43,6 +43,16 @@ pub enum Backend {
     Redis(RedisStore),
 }
 
+/// Whether a host value may overwrite one already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostWrite {
+    /// Overwrite any stored value.
+    Replace,
+    /// Write only when no value is stored, atomically, so that of several hosts starting
+    /// at once exactly one writes.
+    IfAbsent,
+}
+
 /// A storage failure, as text for the component's `error::other`.
 pub type KvResult<T> = Result<T, String>;
 
@@ -118,10 +128,11 @@ impl Backend {
         }
     }
 
-    pub async fn set_host_value(&self, name: &str, value: &str) -> KvResult<()> {
+    /// Writes a value the host keeps for itself, and returns whether it was written.
+    pub async fn set_host_value(&self, name: &str, value: &str, mode: HostWrite) -> KvResult<bool> {
         match self {
-            Self::File(file) => file.set_host_value(name, value).await,
-            Self::Redis(redis) => redis.set_host_value(name, value).await,
+            Self::File(file) => file.set_host_value(name, value, mode).await,
+            Self::Redis(redis) => redis.set_host_value(name, value, mode).await,
         }
     }
 }

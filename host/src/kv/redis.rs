@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use super::{BUCKET, KvResult};
+use super::{BUCKET, HostWrite, KvResult};
 
 /// Wait for each Redis reply before the operation fails.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,14 +216,15 @@ impl RedisStore {
             .map_err(failed)
     }
 
-    pub async fn set_host_value(&self, name: &str, value: &str) -> KvResult<()> {
+    pub async fn set_host_value(&self, name: &str, value: &str, mode: HostWrite) -> KvResult<bool> {
         let mut connection = self.connection.clone();
-        redis::cmd("SET")
-            .arg(self.host_key(name))
-            .arg(value)
-            .query_async(&mut connection)
-            .await
-            .map_err(failed)
+        let mut command = redis::cmd("SET");
+        command.arg(self.host_key(name)).arg(value);
+        if mode == HostWrite::IfAbsent {
+            command.arg("NX");
+        }
+        let reply: Option<String> = command.query_async(&mut connection).await.map_err(failed)?;
+        Ok(reply.is_some())
     }
 }
 

@@ -194,3 +194,47 @@ async fn two_hosts_share_one_redis() {
         "each revoked or expired lease's key was deleted once"
     );
 }
+
+/// Two hosts that start at once on an empty Redis without a token: exactly one generates
+/// and prints the admin token, and both accept it.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_starts_generate_one_token() {
+    let Some(redis) = RedisServer::start("concurrent_starts_generate_one_token") else {
+        return;
+    };
+    let url = redis.url();
+    let starts: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                HostProcess::start(&["--redis-url", &url, "--tidy-interval", "0"]).unwrap()
+            })
+        })
+        .collect();
+    let hosts: Vec<HostProcess> = starts
+        .into_iter()
+        .map(|start| start.join().unwrap())
+        .collect();
+
+    let tokens: Vec<String> = hosts
+        .iter()
+        .flat_map(|host| {
+            host.stdout()
+                .split_whitespace()
+                .filter(|word| word.starts_with("lsa."))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "exactly one host printed a token: {tokens:?}"
+    );
+    for host in &hosts {
+        let reply = host
+            .call(&tokens[0], "LIST", "/v1/litellm/roles", None)
+            .await;
+        assert_eq!(reply.status, 404, "{}", reply.text());
+    }
+}
