@@ -95,9 +95,9 @@ pub struct ServeArgs {
     #[arg(long, env = "LITELLM_SECRETS_TIDY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub tidy_interval: Duration,
 
-    /// Most requests served at once (each runs in its own component instance); further
-    /// requests wait.
-    #[arg(long, env = "LITELLM_SECRETS_MAX_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Maximum number of requests served at once, 1 to 2000. Each runs in its own component
+    /// instance, and further requests wait for one.
+    #[arg(long, env = "LITELLM_SECRETS_MAX_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=2_000))]
     pub max_concurrency: u32,
 
     /// How long a shutdown waits for requests in flight before it drops them.

@@ -47,6 +47,12 @@ const STDERR_CAPACITY: usize = 256 * 1024;
 /// in memory at a time, each at most a few MiB.
 const MAX_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
+/// Core instances and tables reserved per component instance in the pool.
+const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
+
+/// Linear memories reserved per component instance in the pool.
+const MEMORIES_PER_INSTANCE: u32 = 2;
+
 /// Store data of one instance.
 pub struct Ctx {
     pub(crate) table: ResourceTable,
@@ -191,11 +197,13 @@ impl Runtime {
 
 fn engine_config(instances: u32) -> EngineConfig {
     let mut pooling = PoolingAllocationConfig::default();
+    // A component instance holds several core instances and tables (the guest module and
+    // its WASI adapter shims); the totals leave room for that.
     pooling
         .total_component_instances(instances)
-        .total_core_instances(instances * 2)
-        .total_memories(instances)
-        .total_tables(instances * 2)
+        .total_core_instances(instances * CORE_INSTANCES_PER_INSTANCE)
+        .total_memories(instances * MEMORIES_PER_INSTANCE)
+        .total_tables(instances * CORE_INSTANCES_PER_INSTANCE)
         .max_memory_size(MAX_MEMORY_BYTES);
     let mut config = EngineConfig::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));

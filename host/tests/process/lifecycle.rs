@@ -240,3 +240,28 @@ async fn hvac_drives_the_running_host() {
         "the admin token is never logged"
     );
 }
+
+/// More concurrent requests than `--max-concurrency`: the extra ones wait for an
+/// instance instead of failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_max_concurrency_wait() {
+    let dir = TempDir::new("concurrency");
+    let data = dir.data_file();
+    let args = [&file_args(&data)[..], &["--max-concurrency", "2"]].concat();
+    let litellm = double().await;
+    let host = HostProcess::start(&args).unwrap();
+    configure(&host, &litellm).await;
+    for _ in 0..12 {
+        let slow = Reply::Delayed {
+            delay: Duration::from_millis(100),
+            reply: Box::new(Reply::Normal),
+        };
+        litellm.script("/key/generate", slow);
+    }
+
+    let requests = (0..12).map(|_| host.admin("GET", "/v1/litellm/creds/dev", None));
+    let replies = futures::future::join_all(requests).await;
+    let statuses: Vec<u16> = replies.iter().map(|reply| reply.status).collect();
+    assert_eq!(statuses, [200; 12]);
+    assert_eq!(litellm.live_keys().len(), 12);
+}
