@@ -137,10 +137,15 @@ pub fn write(store: &Store, settings: &Settings, request: ConfigRequest) -> Resu
     Ok(to_config(record, true))
 }
 
-/// Returns the stored settings without the master key.
-pub fn read(store: &Store) -> Result<Config> {
+/// Returns the stored settings without the master key. A stored master key that the
+/// current encryption settings cannot open is an error, so that a wrong or missing
+/// `encryption_key` shows on the first read instead of on the first issuance.
+pub fn read(store: &Store, settings: &Settings) -> Result<Config> {
     let record: ConfigRecord = store.get(CONFIG_KEY)?.ok_or_else(not_configured)?;
     let master_key_set = store.exists(&connection_key(&record.url))?;
+    if master_key_set {
+        connection_for(store, settings, &record.url)?.client(settings)?;
+    }
     Ok(to_config(record, master_key_set))
 }
 

@@ -84,7 +84,7 @@ impl Guest for Engine {
     }
 
     fn read_config() -> Result<Config, WitError> {
-        with_store(|_, store| config::read(store))
+        with_store(|settings, store| config::read(store, settings))
     }
 
     fn delete_config() -> Result<(), WitError> {

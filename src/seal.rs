@@ -26,12 +26,12 @@ impl fmt::Debug for SealingKey {
 
 impl SealingKey {
     /// Parses 64 hex digits, such as `openssl rand -hex 32` prints.
-    pub fn from_hex(text: &str) -> Result<Self> {
+    pub fn from_hex(setting: &str, text: &str) -> Result<Self> {
         let invalid = || {
-            Error::invalid(
-                "host setting encryption_key is invalid: it must be 64 hex digits (32 bytes); \
-                 generate one with `openssl rand -hex 32`",
-            )
+            Error::invalid(format!(
+                "host setting {setting} is invalid: it must be 64 hex digits (32 bytes); \
+                 generate one with `openssl rand -hex 32`"
+            ))
         };
         let text = text.trim();
         if text.len() != KEY_BYTES * 2 {

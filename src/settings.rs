@@ -50,10 +50,10 @@ impl Settings {
         let max_ttl = read_duration("max_ttl", MAX_TTL)?;
         let litellm_timeout = read_duration("litellm_timeout", LITELLM_TIMEOUT)?;
         let sealing_key = read("encryption_key")?
-            .map(|text| SealingKey::from_hex(&text))
+            .map(|text| SealingKey::from_hex("encryption_key", &text))
             .transpose()?;
         let previous_sealing_key = read("previous_encryption_key")?
-            .map(|text| SealingKey::from_hex(&text))
+            .map(|text| SealingKey::from_hex("previous_encryption_key", &text))
             .transpose()?;
         if litellm_timeout > MAX_LITELLM_TIMEOUT {
             return Err(Error::invalid(format!(
@@ -85,8 +85,8 @@ impl Settings {
 pub struct AdminDigest(pub [u8; 32]);
 
 /// Reads the admin token's digest from `admin_token` (the token itself) or
-/// `admin_token_sha256` (its digest in hex, so the host need not keep the token); `None`
-/// when neither is set.
+/// `admin_token_sha256` (its digest in hex, so the host need not keep the token). Returns
+/// `None` when neither is set.
 pub fn admin_digest() -> Result<Option<AdminDigest>> {
     let token = read("admin_token")?;
     let digest = read("admin_token_sha256")?;
@@ -141,6 +141,9 @@ fn read_duration(key: &str, default: u64) -> Result<u64> {
     Ok(seconds)
 }
 
+/// First path segments that the API's own routes use (`/v1/sys/...`, `/v1/auth/...`).
+const RESERVED_MOUNTS: [&str; 2] = ["sys", "auth"];
+
 /// Checks that a mount is one or more path segments of letters, digits, `_` and `-`.
 fn validate_mount(mount: &str) -> Result<()> {
     let valid_segment = |segment: &str| {
@@ -149,6 +152,13 @@ fn validate_mount(mount: &str) -> Result<()> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
+    let first = mount.split('/').next().unwrap_or_default();
+    if RESERVED_MOUNTS.contains(&first) {
+        return Err(Error::invalid(format!(
+            "host setting mount is invalid: {mount:?} starts with {first:?}, which the API \
+             uses for its own paths; choose another mount, such as litellm"
+        )));
+    }
     if mount.len() <= 64 && mount.split('/').all(valid_segment) {
         return Ok(());
     }

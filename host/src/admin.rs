@@ -27,13 +27,13 @@ impl AdminSetting {
     }
 }
 
-/// Decides the admin setting. `printed` receives a newly generated token, which is the
+/// Decides the admin setting. `print` shows a newly generated token to the operator, the
 /// only time it exists outside the client that keeps it.
 pub async fn resolve(
     kv: &Backend,
     given: Option<String>,
     rotate: bool,
-    printed: impl FnOnce(&str),
+    print: impl FnOnce(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<AdminSetting> {
     if let Some(token) = given.map(|token| token.trim().to_owned()) {
         anyhow::ensure!(
@@ -49,7 +49,10 @@ pub async fn resolve(
         anyhow::anyhow!("reading the stored admin token digest failed: {error}")
     })?;
     if let (Some(digest), false) = (stored, rotate) {
-        tracing::info!("admin token: the one whose digest is stored");
+        tracing::info!(
+            "admin token: the one whose digest is stored (lost it? start once with \
+             --rotate-admin-token)"
+        );
         return Ok(AdminSetting::Digest(digest));
     }
 
@@ -67,10 +70,15 @@ pub async fn resolve(
     if !written {
         return stored_after_race(kv).await;
     }
+    print(&token).map_err(|error| {
+        anyhow::anyhow!(
+            "printing the new admin token failed ({error}), so no one has it; start again \
+             with --rotate-admin-token and a writable stdout"
+        )
+    })?;
     tracing::info!(
-        "admin token: generated; it is printed once on stdout and stored only as a digest"
+        "admin token: generated; it was printed once on stdout and is stored only as a digest"
     );
-    printed(&token);
     Ok(AdminSetting::Digest(digest))
 }
 

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     pub redis_prefix: String,
 
     /// Admin token of the HTTP API. Without it the host uses the token whose digest it
-    /// stored, or on first start generates one, prints it once and stores its digest.
+    /// stored, or on first start generates one, prints it once and stores its digest. Prefer
+    /// the variable: other users can read arguments in `ps`.
     #[arg(long, env = "LITELLM_SECRETS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -61,7 +62,8 @@ pub struct ServeArgs {
     pub rotate_admin_token: bool,
 
     /// Key that stored master keys are encrypted with: 64 hex digits (openssl rand -hex
-    /// 32). Without it master keys are stored in plaintext.
+    /// 32). Without it master keys are stored in plaintext. Prefer the variable: other users
+    /// can read arguments in `ps`.
     #[arg(long, env = "LITELLM_SECRETS_ENCRYPTION_KEY", hide_env_values = true)]
     pub encryption_key: Option<String>,
 
@@ -91,7 +93,7 @@ pub struct ServeArgs {
     pub litellm_timeout: String,
 
     /// Time between tidy runs, which revoke expired leases and clean up interrupted
-    /// issuance; 0s turns the timer off.
+    /// issuance: at least 1s, or 0s to turn the timer off.
     #[arg(long, env = "LITELLM_SECRETS_TIDY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub tidy_interval: Duration,
 

@@ -11,7 +11,11 @@ use crate::cli::LogFormat;
 
 /// Installs the global subscriber.
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)
+    if filter.trim().is_empty() {
+        anyhow::bail!("--log (LITELLM_SECRETS_LOG) is empty; use a level such as info, or off");
+    }
+    let directives = with_quiet_compiler(filter);
+    let filter = EnvFilter::try_new(&directives)
         .map_err(|error| anyhow::anyhow!("--log {filter:?} is not a valid filter: {error}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -22,6 +26,17 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// Adds directives that keep the code generator's debug output (hundreds of thousands of
+/// lines per start) out of a `debug` or `trace` log, unless the filter names it.
+fn with_quiet_compiler(filter: &str) -> String {
+    if filter.contains("cranelift") || filter.contains("regalloc") {
+        return filter.to_owned();
+    }
+    format!(
+        "{filter},cranelift_codegen=warn,cranelift_frontend=warn,wasmtime_cranelift=warn,regalloc2=warn"
+    )
 }
 
 /// Emits each line the component wrote to stderr, as a warning when it is marked as one.

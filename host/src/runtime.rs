@@ -182,22 +182,46 @@ impl Runtime {
         result
     }
 
-    /// Calls `list-roles` in a fresh instance, which reads and checks every setting.
-    pub async fn check_settings(&self) -> wasmtime::Result<Result<Vec<String>, EngineError>> {
+    /// Checks the settings and the stored config in fresh instances: `list-roles` reads and
+    /// checks every setting, and `read-config` opens the stored master key with the
+    /// encryption settings. A missing config is fine.
+    pub async fn check_settings(&self) -> wasmtime::Result<Result<(), EngineError>> {
         let (mut store, stderr) = self.new_store();
         let instance = self.core.instantiate_async(&mut store).await?;
-        let result = instance
+        let roles = instance
             .litellm_secrets_engine_engine()
             .call_list_roles(&mut store)
             .await;
         crate::logging::forward_guest_log(&stderr);
-        result
+        if let Err(error) = roles? {
+            return Ok(Err(error));
+        }
+
+        let (mut store, stderr) = self.new_store();
+        let instance = self.core.instantiate_async(&mut store).await?;
+        let config = instance
+            .litellm_secrets_engine_engine()
+            .call_read_config(&mut store)
+            .await;
+        crate::logging::forward_guest_log(&stderr);
+        match config? {
+            Ok(_) | Err(EngineError::NotFound(_)) => Ok(Ok(())),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    /// Returns a runtime that gives instances `key` = `value` as an extra setting.
+    pub fn with_setting(mut self, key: &str, value: &str) -> Self {
+        let mut settings = (*self.settings).clone();
+        settings.insert(key.to_owned(), value.to_owned());
+        self.settings = Arc::new(settings);
+        self
     }
 }
 
 fn engine_config(instances: u32) -> EngineConfig {
     let mut pooling = PoolingAllocationConfig::default();
-    // A component instance holds several core instances and tables (the guest module and
+    // A component instance contains several core instances and tables (the guest module and
     // its WASI adapter shims); the totals leave room for that.
     pooling
         .total_component_instances(instances)

@@ -4,6 +4,7 @@
 //! requests in flight finish, and waits for every instance to return.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,13 @@ use crate::runtime::Runtime;
 /// Maximum wait for a client to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Maximum time for a client to send a request's body once its headers arrived.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest body buffered per request, one byte past the component's own 1 MiB limit, so
+/// that the component still rejects larger bodies with its own 413 message.
+const MAX_BUFFERED_BODY_BYTES: usize = 1024 * 1024 + 1;
+
 /// Longest path logged per request, in bytes.
 const LOGGED_PATH_BYTES: usize = 200;
 
@@ -34,6 +42,7 @@ const LOGGED_PATH_BYTES: usize = 200;
 #[derive(Clone)]
 struct Shared {
     runtime: Runtime,
+    address: SocketAddr,
     instances: Arc<Semaphore>,
     guests: TaskTracker,
 }
@@ -47,6 +56,9 @@ pub async fn serve(
     drain_timeout: Duration,
 ) {
     let shared = Shared {
+        address: listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
         runtime,
         instances: Arc::new(Semaphore::new(max_instances as usize)),
         guests: TaskTracker::new(),
@@ -101,28 +113,94 @@ async fn respond(
     let method = request.method().clone();
     let path = logged_path(request.uri().path());
 
-    let response = match run_guest(&shared, request).await {
-        Ok(response) => response,
-        Err(failure) => {
-            tracing::error!(%method, path, error = %failure, "the engine returned no response");
-            error_response()
-        }
+    let response = match buffer_request(&shared, request).await {
+        Err(rejection) => rejection,
+        Ok(request) => match run_guest(&shared, request).await {
+            Ok(response) => response,
+            Err(failure) => {
+                tracing::error!(%method, path, error = %failure, "the engine returned no response");
+                json_error(
+                    hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the engine returned no response; the host log has the cause",
+                )
+            }
+        },
     };
     tracing::info!(
         %method,
         path,
         status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms = started.elapsed().as_micros() as f64 / 1000.0,
         "request"
     );
     Ok(response)
+}
+
+/// Reads the whole request body before the request takes an instance, so that a client
+/// that sends its body slowly, or never, keeps a connection open but no instance. A body
+/// larger than the component accepts is cut one byte past that limit, and the component
+/// answers it with 413. A request without a Host header gets the listen address as its
+/// host, as HTTP/1.0 health checks send none.
+async fn buffer_request(
+    shared: &Shared,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Request<Full<Bytes>>, hyper::Response<HyperOutgoingBody>> {
+    let (mut parts, mut body) = request.into_parts();
+    if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
+        let host = hyper::header::HeaderValue::from_str(&shared.address.to_string())
+            .expect("a socket address is a valid header value");
+        parts.headers.insert(hyper::header::HOST, host);
+    }
+
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    let mut buffered = Vec::new();
+    if declared.is_none_or(|length| length <= MAX_BUFFERED_BODY_BYTES) {
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    buffered.extend_from_slice(&data);
+                    if buffered.len() > MAX_BUFFERED_BODY_BYTES {
+                        break;
+                    }
+                }
+            }
+            Ok::<(), hyper::Error>(())
+        })
+        .await;
+        match read {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "reading a request body failed");
+                return Err(json_error(
+                    hyper::StatusCode::BAD_REQUEST,
+                    "reading the request body failed; send it again",
+                ));
+            }
+            Err(_) => {
+                return Err(json_error(
+                    hyper::StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request body did not arrive within {}s; send it at once",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(hyper::Request::from_parts(
+        parts,
+        Full::new(Bytes::from(buffered)),
+    ))
 }
 
 /// Runs the request in a fresh instance and returns the response once its head is set.
 /// The instance keeps running in a tracked task while it streams the body.
 async fn run_guest(
     shared: &Shared,
-    request: hyper::Request<Incoming>,
+    request: hyper::Request<Full<Bytes>>,
 ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
     let permit: OwnedSemaphorePermit = Arc::clone(&shared.instances).acquire_owned().await?;
     let (mut store, stderr) = shared.runtime.new_store();
@@ -158,14 +236,15 @@ async fn run_guest(
     }
 }
 
-fn error_response() -> hyper::Response<HyperOutgoingBody> {
-    let body = r#"{"errors":["internal error: the engine returned no response; the host log has the cause"]}"#;
+/// Builds a Vault-style error response, `{"errors": [message]}`.
+fn json_error(status: hyper::StatusCode, message: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "errors": [message] }).to_string();
     let mut response = hyper::Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
+        Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),

@@ -14,7 +14,8 @@ const MAX_CALLS_PER_TICK: u32 = 50;
 /// Maximum wait after repeated failures, as a multiple of the interval.
 const MAX_BACKOFF_FACTOR: u32 = 16;
 
-/// Runs tidy every `interval` until `stop` is cancelled. A run in progress finishes first.
+/// Runs tidy every `interval` until `stop` is cancelled. The engine call in progress then
+/// finishes, and no further call starts.
 pub async fn run(runtime: Runtime, interval: Duration, stop: CancellationToken) {
     tracing::info!(interval = ?interval, "tidy timer started");
     let mut failures: u32 = 0;
@@ -24,7 +25,7 @@ pub async fn run(runtime: Runtime, interval: Duration, stop: CancellationToken) 
             () = stop.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
         }
-        if tick(&runtime).await {
+        if tick(&runtime, &stop).await {
             failures = 0;
         } else {
             failures = failures.saturating_add(1);
@@ -37,10 +38,15 @@ fn backoff_factor(failures: u32) -> u32 {
     2u32.saturating_pow(failures).min(MAX_BACKOFF_FACTOR)
 }
 
-/// Calls `tidy` until a run completes, and returns whether every call succeeded.
-async fn tick(runtime: &Runtime) -> bool {
+/// Calls `tidy` until a run completes or `stop` is cancelled, and returns whether every
+/// call succeeded.
+async fn tick(runtime: &Runtime, stop: &CancellationToken) -> bool {
     let mut total = Totals::default();
     for _ in 0..MAX_CALLS_PER_TICK {
+        if stop.is_cancelled() {
+            total.log();
+            return true;
+        }
         match runtime.tidy().await {
             Ok(Ok(report)) => {
                 total.add(&report);

@@ -23,7 +23,7 @@ pub fn config(context: &Context<'_>, method: &str) -> Result<Reply> {
     }
     match method {
         "GET" => {
-            let config = config::read(context.store)?;
+            let config = config::read(context.store, context.settings)?;
             Ok(Reply::data(
                 json!({
                     "url": config.url,

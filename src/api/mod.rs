@@ -35,7 +35,11 @@ use self::wire::{ReadError, WireRequest};
 /// Serves one HTTP request.
 pub fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let reply = match wire::read(request) {
-        Ok(request) => serve(&request),
+        Ok(request) => {
+            let reply = serve(&request);
+            log_server_error(&request, &reply);
+            reply
+        }
         Err(ReadError::TooLarge) => Reply::error(
             413,
             format!(
@@ -53,6 +57,21 @@ pub fn handle(request: IncomingRequest, out: ResponseOutparam) {
         serde_json::to_vec(&reply.body).unwrap_or_default()
     };
     wire::send(out, reply.status, &body);
+}
+
+/// Logs why a request failed on the server's or LiteLLM's side, so that the operator sees
+/// the cause of a 5xx. Error messages never contain secrets.
+fn log_server_error(request: &WireRequest, reply: &Reply) {
+    if reply.status < 500 {
+        return;
+    }
+    let message = reply.body["errors"][0].as_str().unwrap_or("no message");
+    log::warn(&format!(
+        "{} {} failed with {}: {message}",
+        request.method,
+        quoted_path(&request.path),
+        reply.status
+    ));
 }
 
 fn serve(request: &WireRequest) -> Reply {
@@ -92,10 +111,10 @@ fn serve(request: &WireRequest) -> Reply {
     }
 }
 
-/// Reports an invalid admin token setting. No caller can be identified, and the message
-/// names settings only, so everyone sees it, as a server fault.
+/// Reports an invalid admin token setting as a server fault. No caller can be identified,
+/// and the message names settings only, so it goes to every caller.
 fn admin_setting_failure(error: Error) -> Reply {
-    log::warn(&format!("request refused: {error}"));
+    log::warn(&format!("request rejected: {error}"));
     Reply::error(500, error.to_string())
 }
 
@@ -178,11 +197,17 @@ fn open() -> Result<(Settings, Store)> {
 
 /// Returns Vault's health status, which clients use as a liveness probe: 200, or 503 while
 /// the settings are invalid, because every other request fails then.
+/// Key that health checks read to confirm that storage responds.
+const HEALTH_PROBE_KEY: &str = "config";
+
 fn health(request: &WireRequest) -> Reply {
     if request.method != "GET" && request.method != "HEAD" {
         return Reply::method_not_allowed(&request.method, &request.path);
     }
-    let healthy = Settings::load().is_ok();
+    // Healthy means requests can be served: the settings are valid and storage responds.
+    let healthy = open()
+        .and_then(|(_, store)| store.exists(HEALTH_PROBE_KEY))
+        .is_ok();
     Reply {
         status: if healthy { 200 } else { 503 },
         body: json!({

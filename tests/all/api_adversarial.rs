@@ -792,7 +792,8 @@ async fn enabling_encryption_seals_old_connections() {
     assert!(fixture.litellm.live_keys().is_empty());
 }
 
-/// Over HTTP, a sealed master key needs the key it was written with (500 without it),
+/// Over HTTP, a sealed master key needs the key it was written with (500 without it, on
+/// creds and on config reads),
 /// rewriting the config with the master key moves it to a new key, and a tampered
 /// ciphertext is a 500. No error shows the master key and no LiteLLM call is made with a
 /// key that did not open.
@@ -820,11 +821,17 @@ async fn sealed_key_rotation_over_http() {
         assert_eq!(reply.status, 500, "{}", reply.text());
         assert!(reply.errors()[0].contains(expected), "{:?}", reply.errors());
         assert!(!reply.text().contains(MASTER_KEY));
+        // Reading the config opens the master key too, so the operator sees the cause.
         let config = host
             .http("GET", "/v1/litellm/config", Some(ADMIN), None)
             .await;
-        assert_eq!(config.status, 200, "{}", config.text());
-        assert_eq!(config.json()["data"]["master_key_set"], json!(true));
+        assert_eq!(config.status, 500, "{}", config.text());
+        assert!(
+            config.errors()[0].contains(expected),
+            "{:?}",
+            config.errors()
+        );
+        assert!(!config.text().contains(MASTER_KEY));
     }
     assert_eq!(fixture.request_count("/key/generate"), 0);
 

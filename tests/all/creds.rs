@@ -274,6 +274,22 @@ async fn invalid_settings_are_reported() {
     let host = TestHost::new().with_setting("mount", "a b");
     assert!(invalid_input(&host.try_list_roles().await.error()).contains("host setting mount"));
 
+    for reserved in ["sys", "auth/litellm"] {
+        let host = TestHost::new().with_setting("mount", reserved);
+        let error = host.try_list_roles().await.error();
+        assert!(
+            invalid_input(&error).contains("which the API uses for its own paths"),
+            "{reserved}: {error:?}"
+        );
+    }
+
+    let host = TestHost::new().with_setting("previous_encryption_key", "00");
+    let error = host.try_list_roles().await.error();
+    assert!(
+        invalid_input(&error).starts_with("host setting previous_encryption_key is invalid"),
+        "{error:?}"
+    );
+
     let host = TestHost::new().with_setting("key_value_store", "missing");
     let error = host.try_list_roles().await.error();
     assert!(storage(&error).contains("\"missing\""), "{error:?}");

@@ -52,6 +52,27 @@ async fn issue(fixture: &Fixture, token: &str) -> Value {
     reply.json()
 }
 
+/// Health reads storage: a store that fails makes the engine report 503, so that a load
+/// balancer stops sending it requests it could only fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_reports_unreachable_storage() {
+    use litellm_secrets_tests::keyvalue::{Effect, Op};
+
+    let host = TestHost::new();
+    host.kv.inject(
+        Op::Read,
+        "config",
+        Effect::Fail("connection refused".into()),
+        1,
+    );
+    let reply = host.http("GET", "/v1/sys/health", None, None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["sealed"], json!(true));
+
+    let reply = host.http("GET", "/v1/sys/health", None, None).await;
+    assert_eq!(reply.status, 200, "healthy again once storage answers");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_needs_no_token() {
     let host = TestHost::new();

@@ -65,6 +65,20 @@ async fn sealed_key_needs_the_same_key() {
     );
     assert_eq!(fixture.request_count("/key/generate"), 0);
 
+    // Reading the config opens the master key too, so a host can check its key at start.
+    let error = without.try_read_config().await.error();
+    assert!(
+        storage(&error).contains("no encryption_key is set"),
+        "{error:?}"
+    );
+    let error = wrong.try_read_config().await.error();
+    assert!(
+        storage(&error).contains("was sealed with another key"),
+        "{error:?}"
+    );
+    let config = fixture.host.try_read_config().await.value();
+    assert!(config.master_key_set);
+
     // The URL is authenticated with the ciphertext: a record whose URL was changed in the
     // store does not open.
     let key = fixture.stored("connection/").pop().unwrap();

@@ -34,7 +34,11 @@ impl FileStore {
                  its own --data file (several hosts share data through --redis-url)",
                 path.display()
             ),
-            other => anyhow::anyhow!("opening the data file {} failed: {other}", path.display()),
+            other => anyhow::anyhow!(
+                "opening the data file {} failed: {other}; if the file is damaged, restore it \
+                 from a backup or start with another --data file",
+                path.display()
+            ),
         })?;
 
         let txn = db.begin_write()?;
@@ -245,7 +249,16 @@ fn create_private(path: &Path) -> anyhow::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
+            let metadata = std::fs::metadata(path)?;
+            if !metadata.is_file() {
+                return Ok(());
+            }
+            let mode = metadata.permissions().mode();
+            if metadata.len() == 0 && mode & 0o077 != 0 {
+                // An empty file contains no data yet, so it is made private before redb fills it.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                return Ok(());
+            }
             if mode & 0o077 != 0 {
                 tracing::warn!(
                     path = %path.display(),

@@ -140,8 +140,11 @@ impl Backend {
 /// Result type of the generated host traits: an outer error traps the instance.
 type HostResult<T, E = store::Error> = wasmtime::Result<Result<T, E>>;
 
-fn storage_error(message: String) -> store::Error {
-    tracing::error!(%message, "key-value operation failed");
+/// Logs a failed operation and turns it into the component's error. Only the first
+/// segment of the key is logged, such as `lease` or `token`.
+fn storage_error(operation: &str, key: &str, message: String) -> store::Error {
+    let kind = key.split('/').next().unwrap_or_default();
+    tracing::error!(operation, key_kind = kind, %message, "key-value operation failed");
     store::Error::Other(message)
 }
 
@@ -156,7 +159,11 @@ impl store::Host for Ctx {
 
 impl store::HostBucket for Ctx {
     async fn get(&mut self, _: Resource<BucketHandle>, key: String) -> HostResult<Option<Vec<u8>>> {
-        Ok(self.kv.get(&key).await.map_err(storage_error))
+        Ok(self
+            .kv
+            .get(&key)
+            .await
+            .map_err(|message| storage_error("get", &key, message)))
     }
 
     async fn set(
@@ -165,15 +172,27 @@ impl store::HostBucket for Ctx {
         key: String,
         value: Vec<u8>,
     ) -> HostResult<()> {
-        Ok(self.kv.set(&key, &value).await.map_err(storage_error))
+        Ok(self
+            .kv
+            .set(&key, &value)
+            .await
+            .map_err(|message| storage_error("set", &key, message)))
     }
 
     async fn delete(&mut self, _: Resource<BucketHandle>, key: String) -> HostResult<()> {
-        Ok(self.kv.delete(&key).await.map_err(storage_error))
+        Ok(self
+            .kv
+            .delete(&key)
+            .await
+            .map_err(|message| storage_error("delete", &key, message)))
     }
 
     async fn exists(&mut self, _: Resource<BucketHandle>, key: String) -> HostResult<bool> {
-        Ok(self.kv.exists(&key).await.map_err(storage_error))
+        Ok(self
+            .kv
+            .exists(&key)
+            .await
+            .map_err(|message| storage_error("exists", &key, message)))
     }
 
     async fn list_keys(
@@ -187,7 +206,7 @@ impl store::HostBucket for Ctx {
                 keys: page.keys,
                 cursor: page.cursor,
             })
-            .map_err(storage_error))
+            .map_err(|message| storage_error("list-keys", "", message)))
     }
 
     async fn drop(&mut self, bucket: Resource<BucketHandle>) -> wasmtime::Result<()> {
@@ -203,7 +222,11 @@ impl atomics::Host for Ctx {
         key: String,
         delta: i64,
     ) -> HostResult<i64> {
-        Ok(self.kv.increment(&key, delta).await.map_err(storage_error))
+        Ok(self
+            .kv
+            .increment(&key, delta)
+            .await
+            .map_err(|message| storage_error("increment", &key, message)))
     }
 
     async fn swap(
@@ -221,7 +244,9 @@ impl atomics::Host for Ctx {
             Ok(false) => Ok(Err(atomics::CasError::CasFailed(cas))),
             Err(message) => {
                 self.table.delete(cas)?;
-                Ok(Err(atomics::CasError::StoreError(storage_error(message))))
+                Ok(Err(atomics::CasError::StoreError(storage_error(
+                    "swap", &key, message,
+                ))))
             }
         }
     }
@@ -235,7 +260,7 @@ impl atomics::HostCas for Ctx {
     ) -> HostResult<Resource<CasHandle>> {
         let expected = match self.kv.get(&key).await {
             Ok(expected) => expected,
-            Err(message) => return Ok(Err(storage_error(message))),
+            Err(message) => return Ok(Err(storage_error("cas", &key, message))),
         };
         Ok(Ok(self.table.push(CasHandle { key, expected })?))
     }
@@ -256,7 +281,12 @@ impl batch::Host for Ctx {
         _: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> HostResult<Vec<(String, Option<Vec<u8>>)>> {
-        let found = self.kv.get_many(&keys).await.map_err(storage_error);
+        let first = keys.first().cloned().unwrap_or_default();
+        let found = self
+            .kv
+            .get_many(&keys)
+            .await
+            .map_err(|message| storage_error("get-many", &first, message));
         Ok(found.map(|pairs| {
             pairs
                 .into_iter()
@@ -272,7 +302,7 @@ impl batch::Host for Ctx {
     ) -> HostResult<()> {
         for (key, value) in key_values {
             if let Err(message) = self.kv.set(&key, &value).await {
-                return Ok(Err(storage_error(message)));
+                return Ok(Err(storage_error("set-many", &key, message)));
             }
         }
         Ok(Ok(()))
@@ -285,7 +315,7 @@ impl batch::Host for Ctx {
     ) -> HostResult<()> {
         for key in keys {
             if let Err(message) = self.kv.delete(&key).await {
-                return Ok(Err(storage_error(message)));
+                return Ok(Err(storage_error("delete-many", &key, message)));
             }
         }
         Ok(Ok(()))

@@ -60,8 +60,13 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url`; every key the host writes starts with `prefix:`.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = Client::open(url)
-            .map_err(|error| anyhow::anyhow!("the Redis URL is invalid: {error}"))?;
+        let client = Client::open(url).map_err(|error| {
+            anyhow::anyhow!(
+                "--redis-url {} is invalid: {error}; use redis://[:PASSWORD@]HOST:PORT/DB, \
+                     such as redis://127.0.0.1:6379/0 (TLS is not supported)",
+                masked(url)
+            )
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -69,7 +74,13 @@ impl RedisStore {
         let connection = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|error| anyhow::anyhow!("connecting to Redis failed: {error}"))?;
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "connecting to Redis at {} failed: {error}; check that it runs and that \
+                     --redis-url is right",
+                    masked(url)
+                )
+            })?;
         Ok(Self {
             connection,
             prefix: Arc::from(prefix),
@@ -228,6 +239,33 @@ impl RedisStore {
     }
 }
 
+/// Returns `url` with any user and password replaced by `***`.
+fn masked(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 fn failed(error: redis::RedisError) -> String {
     format!("Redis: {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn masked_url_hides_credentials() {
+        assert_eq!(
+            masked("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(masked("redis://user:p@ss@host:1"), "redis://***@host:1");
+        assert_eq!(masked("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(masked("s3cret"), "(not a URL)");
+    }
 }

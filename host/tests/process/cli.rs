@@ -58,7 +58,18 @@ fn help_documents_every_option_with_its_default() {
 fn invalid_settings_stop_the_host_at_start() {
     let dir = TempDir::new("bad-settings");
     let data = dir.data_file();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["--encryption-key", " "],
+            "--encryption-key (LITELLM_SECRETS_ENCRYPTION_KEY) is empty",
+        ),
+        (&["--mount", ""], "--mount (LITELLM_SECRETS_MOUNT) is empty"),
+        (&["--mount", "sys"], "which the API uses for its own paths"),
+        (
+            &["--tidy-interval", "1ns"],
+            "--tidy-interval 1ns is below 1s",
+        ),
+        (&["--log", ""], "--log (LITELLM_SECRETS_LOG) is empty"),
         (
             &["--encryption-key", "not-hex"],
             "encryption_key is invalid: it must be 64 hex digits",

@@ -18,11 +18,7 @@ async fn double() -> LiteLlmDouble {
 
 /// Writes the config for `litellm` and role `dev`.
 async fn configure(host: &HostProcess, litellm: &LiteLlmDouble) {
-    let config = json!({"url": litellm.url(), "master_key": MASTER_KEY});
-    let reply = host
-        .admin("POST", "/v1/litellm/config", Some(&config))
-        .await;
-    assert_eq!(reply.status, 204, "{}", reply.text());
+    host.write_config(&litellm.url(), MASTER_KEY).await;
     let role = json!({"models": ["gpt-4o-mini"], "ttl": "1h", "max_ttl": "2h"});
     let reply = host
         .admin("POST", "/v1/litellm/roles/dev", Some(&role))
@@ -242,16 +238,16 @@ async fn hvac_drives_the_running_host() {
 }
 
 /// More concurrent requests than `--max-concurrency`: the extra ones wait for an
-/// instance instead of failing.
+/// instance instead of failing, and the pool has room for every instance's modules.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_beyond_max_concurrency_wait() {
     let dir = TempDir::new("concurrency");
     let data = dir.data_file();
-    let args = [&file_args(&data)[..], &["--max-concurrency", "2"]].concat();
+    let args = [&file_args(&data)[..], &["--max-concurrency", "16"]].concat();
     let litellm = double().await;
     let host = HostProcess::start(&args).unwrap();
     configure(&host, &litellm).await;
-    for _ in 0..12 {
+    for _ in 0..40 {
         let slow = Reply::Delayed {
             delay: Duration::from_millis(100),
             reply: Box::new(Reply::Normal),
@@ -259,9 +255,9 @@ async fn requests_beyond_max_concurrency_wait() {
         litellm.script("/key/generate", slow);
     }
 
-    let requests = (0..12).map(|_| host.admin("GET", "/v1/litellm/creds/dev", None));
+    let requests = (0..40).map(|_| host.admin("GET", "/v1/litellm/creds/dev", None));
     let replies = futures::future::join_all(requests).await;
     let statuses: Vec<u16> = replies.iter().map(|reply| reply.status).collect();
-    assert_eq!(statuses, [200; 12]);
-    assert_eq!(litellm.live_keys().len(), 12);
+    assert_eq!(statuses, [200; 40]);
+    assert_eq!(litellm.live_keys().len(), 40);
 }

@@ -2,6 +2,7 @@
 //! signals and restarted on the same data.
 
 mod cli;
+mod faults;
 mod lifecycle;
 mod readme;
 mod real_litellm;

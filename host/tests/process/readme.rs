@@ -14,7 +14,7 @@ use crate::support::{ADMIN, HostProcess, TempDir};
 
 const README_URL: &str = "http://127.0.0.1:4000";
 const README_MASTER_KEY: &str = "sk-your-master-key";
-const README_TOKEN: &str = "lsa.<the printed token>";
+const README_TOKEN: &str = "<the printed token, lsa.…>";
 
 /// Extracts the quick start's code lines: shell commands (continuations joined) and
 /// Python lines.

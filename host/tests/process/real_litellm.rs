@@ -29,11 +29,7 @@ fn getrandom_bytes(bytes: &mut [u8]) {
 }
 
 async fn configure(host: &HostProcess, real: &RealLiteLlm, role: &str, body: Value) {
-    let config = json!({"url": real.url, "master_key": real.master_key});
-    let reply = host
-        .admin("POST", "/v1/litellm/config", Some(&config))
-        .await;
-    assert_eq!(reply.status, 204, "{}", reply.text());
+    host.write_config(&real.url, &real.master_key).await;
     let reply = host
         .admin("POST", &format!("/v1/litellm/roles/{role}"), Some(&body))
         .await;

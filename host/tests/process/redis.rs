@@ -94,14 +94,7 @@ async fn two_hosts_share_one_redis() {
         .await
         .unwrap();
 
-    let config = json!({"url": litellm.url(), "master_key": MASTER_KEY});
-    assert_eq!(
-        first
-            .admin("POST", "/v1/litellm/config", Some(&config))
-            .await
-            .status,
-        204
-    );
+    first.write_config(&litellm.url(), MASTER_KEY).await;
     let role = json!({"models": ["gpt-4o-mini"], "ttl": "1h", "max_ttl": "2h"});
     assert_eq!(
         first

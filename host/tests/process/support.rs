@@ -171,6 +171,13 @@ impl HostProcess {
         self.call(ADMIN, method, path, body).await
     }
 
+    /// Writes the config for the LiteLLM at `url` with `master_key`, and expects 204.
+    pub async fn write_config(&self, url: &str, master_key: &str) {
+        let body = serde_json::json!({ "url": url, "master_key": master_key });
+        let reply = self.admin("POST", "/v1/litellm/config", Some(&body)).await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+    }
+
     /// Looks up `lease_id` with the admin token.
     pub async fn lookup_lease(&self, lease_id: &str) -> Reply {
         let body = serde_json::json!({ "lease_id": lease_id });
