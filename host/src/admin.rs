@@ -27,6 +27,9 @@ impl AdminSetting {
     }
 }
 
+/// Shortest admin token accepted, in characters.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Decides the admin setting. `print` shows a newly generated token to the operator, the
 /// only time it exists outside the client that keeps it.
 pub async fn resolve(
@@ -35,19 +38,19 @@ pub async fn resolve(
     rotate: bool,
     print: impl FnOnce(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<AdminSetting> {
-    if let Some(token) = given.map(|token| token.trim().to_owned()) {
-        anyhow::ensure!(
-            token.len() >= 16,
-            "the admin token is too short ({} characters); use at least 16, e.g. from \
-             `openssl rand -hex 24`",
-            token.len()
-        );
-        return Ok(AdminSetting::Token(token));
-    }
-
     let stored = kv.host_value(DIGEST_NAME).await.map_err(|error| {
         anyhow::anyhow!("reading the stored admin token digest failed: {error}")
     })?;
+    if let Some(token) = given.map(|token| token.trim().to_owned()) {
+        if stored.is_some() {
+            tracing::info!(
+                "admin token: the one given; the stored generated token is ignored while a \
+                 token is given"
+            );
+        }
+        return Ok(AdminSetting::Token(token));
+    }
+
     if let (Some(digest), false) = (stored, rotate) {
         tracing::info!(
             "admin token: the one whose digest is stored (lost it? start once with \

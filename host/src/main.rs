@@ -174,6 +174,16 @@ fn check_args(args: &ServeArgs) -> anyhow::Result<()> {
              (openssl rand -hex 32), or unset it to store master keys unencrypted"
         );
     }
+    if let Some(token) = &args.admin_token {
+        let length = token.trim().chars().count();
+        if length < admin::MIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "the admin token is too short ({length} characters); use at least {}, e.g. \
+                 from `openssl rand -hex 24`",
+                admin::MIN_TOKEN_CHARS
+            );
+        }
+    }
     if args.mount.trim().is_empty() {
         anyhow::bail!("--mount (LITELLM_SECRETS_MOUNT) is empty; use a path such as litellm");
     }
