@@ -35,7 +35,7 @@ fn with_quiet_compiler(filter: &str) -> String {
         return filter.to_owned();
     }
     format!(
-        "{filter},cranelift_codegen=warn,cranelift_frontend=warn,wasmtime_cranelift=warn,regalloc2=warn"
+        "{filter},cranelift_codegen=warn,cranelift_frontend=warn,wasmtime_internal_cranelift=warn,regalloc2=warn"
     )
 }
 

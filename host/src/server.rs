@@ -139,13 +139,23 @@ async fn respond(
 /// Reads the whole request body before the request takes an instance, so that a client
 /// that sends its body slowly, or never, keeps a connection open but no instance. A body
 /// larger than the component accepts is cut one byte past that limit, and the component
-/// answers it with 413. A request without a Host header gets the listen address as its
+/// rejects it with 413. A request without a Host header gets the listen address as its
 /// host, as HTTP/1.0 health checks send none.
 async fn buffer_request(
     shared: &Shared,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Request<Full<Bytes>>, hyper::Response<HyperOutgoingBody>> {
     let (mut parts, mut body) = request.into_parts();
+    let host_is_text = parts
+        .headers
+        .get(hyper::header::HOST)
+        .is_none_or(|host| host.to_str().is_ok());
+    if !host_is_text {
+        return Err(json_error(
+            hyper::StatusCode::BAD_REQUEST,
+            "the Host header is not valid text; send the server's address",
+        ));
+    }
     if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
         let host = hyper::header::HeaderValue::from_str(&shared.address.to_string())
             .expect("a socket address is a valid header value");

@@ -6,6 +6,7 @@ use subtle::ConstantTimeEq;
 use crate::api::response::Reply;
 use crate::api::wire::WireRequest;
 use crate::ids;
+use crate::log;
 use crate::settings::AdminDigest;
 use crate::store::Store;
 use crate::tokens::{self, TokenRecord};
@@ -81,7 +82,14 @@ pub fn authenticate(
     match tokens::lookup(store, token) {
         Ok(Some(record)) => Ok(Caller::Client(record)),
         Ok(None) => Err(Reply::permission_denied()),
-        Err(error) => Err(Reply::from_error(error)),
+        Err(error) => {
+            // The caller is not identified yet, so the store's details go to the log only.
+            log::warn(&format!("looking up a client token failed: {error}"));
+            Err(Reply::error(
+                500,
+                "the engine's storage failed while checking the token; retry later",
+            ))
+        }
     }
 }
 

@@ -884,3 +884,33 @@ async fn sealed_key_rotation_over_http() {
     assert!(!reply.text().contains(MASTER_KEY));
     assert_eq!(fixture.request_count("/key/generate"), generated);
 }
+
+/// A store failure while a token is checked reaches an unidentified caller as a generic
+/// 500, with the store's details in the log only.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_lookup_failure_hides_store_details() {
+    use litellm_secrets_tests::keyvalue::{Effect, Op};
+
+    let host = TestHost::new().with_admin_token(ADMIN);
+    host.kv.inject(
+        Op::Read,
+        "token/",
+        Effect::Fail("Redis: connection refused".into()),
+        1,
+    );
+    let reply = host
+        .http(
+            "LIST",
+            "/v1/litellm/roles",
+            Some("lse.not-a-real-token"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(
+        reply.errors(),
+        ["the engine's storage failed while checking the token; retry later"]
+    );
+    assert!(host.logs().contains("looking up a client token failed"));
+    assert!(host.logs().contains("connection refused"));
+}

@@ -25,7 +25,8 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens `path`, creating it with mode 0600 if it does not exist.
+    /// Opens `path`, creating it with mode 0600 if it does not exist. Its directory must
+    /// exist.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         create_private(path)?;
         let db = Database::create(path).map_err(|error| match error {
@@ -235,11 +236,16 @@ async fn blocking<T: Send + 'static>(
 /// Creates `path` empty with mode 0600 if it is missing, because it contains master keys,
 /// and warns when an existing file is readable by others.
 fn create_private(path: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = path
+    // A missing directory is more likely a typo than a new store, which would start
+    // empty and forget every lease, so it is an error.
+    let parent = path
         .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent)?;
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|parent| !parent.is_dir()) {
+        anyhow::bail!(
+            "the directory {} of the data file does not exist; create it, or fix --data",
+            parent.display()
+        );
     }
     match OpenOptions::new()
         .write(true)
@@ -283,6 +289,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("lse-file-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let store = FileStore::open(&dir.join("data.redb")).unwrap();
         (store, dir)
     }

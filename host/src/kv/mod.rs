@@ -144,7 +144,7 @@ type HostResult<T, E = store::Error> = wasmtime::Result<Result<T, E>>;
 /// segment of the key is logged, such as `lease` or `token`.
 fn storage_error(operation: &str, key: &str, message: String) -> store::Error {
     let kind = key.split('/').next().unwrap_or_default();
-    tracing::error!(operation, key_kind = kind, %message, "key-value operation failed");
+    tracing::error!(operation, key_kind = kind, error = %message, "key-value operation failed");
     store::Error::Other(message)
 }
 

@@ -4,7 +4,8 @@
 //! script, which Redis executes atomically, so compare-and-swap stays atomic across
 //! processes.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -52,7 +53,11 @@ struct Scripts {
 /// A Redis connection that reconnects on its own. Clones share it.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    client: Client,
+    connection: Arc<Mutex<ConnectionManager>>,
+    /// Set after a failed login: the connection manager does not log in again by itself,
+    /// so the next operation replaces it.
+    stale: Arc<AtomicBool>,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
 }
@@ -67,12 +72,8 @@ impl RedisStore {
                 masked(url)
             )
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(3);
         let connection = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(manager_config())
             .await
             .map_err(|error| {
                 anyhow::anyhow!(
@@ -82,7 +83,9 @@ impl RedisStore {
                 )
             })?;
         Ok(Self {
-            connection,
+            client,
+            connection: Arc::new(Mutex::new(connection)),
+            stale: Arc::default(),
             prefix: Arc::from(prefix),
             scripts: Arc::new(Scripts {
                 set: Script::new(SET),
@@ -91,6 +94,37 @@ impl RedisStore {
                 increment: Script::new(INCREMENT),
             }),
         })
+    }
+
+    /// Returns the shared connection, first replacing it if a login failed on it.
+    async fn connection(&self) -> KvResult<ConnectionManager> {
+        if self.stale.swap(false, Ordering::SeqCst) {
+            match self
+                .client
+                .get_connection_manager_with_config(manager_config())
+                .await
+            {
+                Ok(fresh) => *self.lock() = fresh,
+                Err(error) => return Err(self.failed(error)),
+            }
+            tracing::info!("reconnected to Redis after a failed login");
+        }
+        Ok(self.lock().clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionManager> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Describes a failed operation, and marks the connection for replacement when the
+    /// server rejected its login.
+    fn failed(&self, error: redis::RedisError) -> String {
+        if error.kind() == redis::ErrorKind::AuthenticationFailed {
+            self.stale.store(true, Ordering::SeqCst);
+        }
+        format!("Redis: {error}")
     }
 
     fn value_key(&self, key: &str) -> String {
@@ -106,34 +140,36 @@ impl RedisStore {
     }
 
     pub async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         redis::cmd("GET")
             .arg(self.value_key(key))
             .query_async(&mut connection)
             .await
-            .map_err(failed)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn exists(&self, key: &str) -> KvResult<bool> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         redis::cmd("EXISTS")
             .arg(self.value_key(key))
             .query_async(&mut connection)
             .await
-            .map_err(failed)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn get_many(&self, keys: &[String]) -> KvResult<Vec<(String, Vec<u8>)>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let mut command = redis::cmd("MGET");
         for key in keys {
             command.arg(self.value_key(key));
         }
-        let values: Vec<Option<Vec<u8>>> =
-            command.query_async(&mut connection).await.map_err(failed)?;
+        let values: Vec<Option<Vec<u8>>> = command
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
         Ok(keys
             .iter()
             .zip(values)
@@ -142,7 +178,7 @@ impl RedisStore {
     }
 
     pub async fn keys_after(&self, cursor: Option<&str>, limit: usize) -> KvResult<Vec<String>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let start = match cursor {
             Some(after) => format!("({after}"),
             None => "-".to_owned(),
@@ -156,11 +192,11 @@ impl RedisStore {
             .arg(limit)
             .query_async(&mut connection)
             .await
-            .map_err(failed)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let _: i64 = self
             .scripts
             .set
@@ -170,12 +206,12 @@ impl RedisStore {
             .arg(key)
             .invoke_async(&mut connection)
             .await
-            .map_err(failed)?;
+            .map_err(|error| self.failed(error))?;
         Ok(())
     }
 
     pub async fn delete(&self, key: &str) -> KvResult<()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let _: i64 = self
             .scripts
             .delete
@@ -184,12 +220,12 @@ impl RedisStore {
             .arg(key)
             .invoke_async(&mut connection)
             .await
-            .map_err(failed)?;
+            .map_err(|error| self.failed(error))?;
         Ok(())
     }
 
     pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         self.scripts
             .increment
             .key(self.value_key(key))
@@ -198,11 +234,11 @@ impl RedisStore {
             .arg(key)
             .invoke_async(&mut connection)
             .await
-            .map_err(|error| format!("incrementing counter {key} failed: {error}"))
+            .map_err(|error| format!("incrementing counter {key} failed: {}", self.failed(error)))
     }
 
     pub async fn swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> KvResult<bool> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let swapped: i64 = self
             .scripts
             .swap
@@ -214,27 +250,30 @@ impl RedisStore {
             .arg(key)
             .invoke_async(&mut connection)
             .await
-            .map_err(failed)?;
+            .map_err(|error| self.failed(error))?;
         Ok(swapped == 1)
     }
 
     pub async fn host_value(&self, name: &str) -> KvResult<Option<String>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         redis::cmd("GET")
             .arg(self.host_key(name))
             .query_async(&mut connection)
             .await
-            .map_err(failed)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn set_host_value(&self, name: &str, value: &str, mode: HostWrite) -> KvResult<bool> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let mut command = redis::cmd("SET");
         command.arg(self.host_key(name)).arg(value);
         if mode == HostWrite::IfAbsent {
             command.arg("NX");
         }
-        let reply: Option<String> = command.query_async(&mut connection).await.map_err(failed)?;
+        let reply: Option<String> = command
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
         Ok(reply.is_some())
     }
 }
@@ -250,8 +289,11 @@ fn masked(url: &str) -> String {
     }
 }
 
-fn failed(error: redis::RedisError) -> String {
-    format!("Redis: {error}")
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(3)
 }
 
 #[cfg(test)]

@@ -103,6 +103,27 @@ fn invalid_settings_stop_the_host_at_start() {
         );
     }
 
+    let missing = dir.data_file().replace("data.redb", "typo/data.redb");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &missing,
+        "--admin-token",
+        ADMIN,
+    ];
+    let (status, _, stderr) = HostProcess::run_to_end(&args);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("of the data file does not exist; create it, or fix --data"),
+        "{stderr}"
+    );
+    assert!(
+        !std::path::Path::new(&missing).exists(),
+        "nothing is created"
+    );
+
     let (status, _, stderr) = HostProcess::run_to_end(&["serve", "--tidy-interval", "soon"]);
     assert!(!status.success());
     assert!(stderr.contains("write a duration such as 30s"), "{stderr}");

@@ -56,7 +56,8 @@ async fn stalled_bodies_hold_no_instance() {
     drop(stalled);
 }
 
-/// An HTTP/1.0 request without a Host header, as simple health checkers send, is served.
+/// An HTTP/1.0 request without a Host header, as simple health checkers send, is served,
+/// and a Host header that is not text gets 400, neither with an error in the log.
 #[test]
 fn request_without_host_is_served() {
     let dir = TempDir::new("no-host");
@@ -65,6 +66,21 @@ fn request_without_host_is_served() {
     let response = raw_exchange(&host.url(), b"GET /v1/sys/health HTTP/1.0\r\n\r\n");
     assert!(response.starts_with("HTTP/1.0 200"), "{response}");
     assert!(response.contains("\"sealed\":false"), "{response}");
+    assert!(
+        !host.logs().contains("\"level\":\"ERROR\""),
+        "{}",
+        host.logs()
+    );
+
+    let response = raw_exchange(
+        &host.url(),
+        b"GET /v1/sys/health HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        response.contains("the Host header is not valid text"),
+        "{response}"
+    );
     assert!(
         !host.logs().contains("\"level\":\"ERROR\""),
         "{}",

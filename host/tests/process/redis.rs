@@ -23,6 +23,11 @@ struct RedisServer {
 
 impl RedisServer {
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// Starts a server with `extra` arguments, such as `--requirepass`.
+    fn start_with(test: &str, extra: &[&str]) -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -38,6 +43,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -60,6 +66,18 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(server)
+    }
+
+    /// Runs `redis-cli` against this server with `args`.
+    fn cli(&self, args: &[&str]) {
+        let status = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("running redis-cli");
+        assert!(status.success(), "redis-cli {args:?}");
     }
 
     fn url(&self) -> String {
@@ -230,4 +248,67 @@ async fn concurrent_starts_generate_one_token() {
             .await;
         assert_eq!(reply.status, 404, "{}", reply.text());
     }
+}
+
+/// A host whose Redis login failed, because the password changed, works again once Redis
+/// accepts the login, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_logs_in_again_after_a_rejected_login() {
+    let Some(redis) = RedisServer::start_with(
+        "host_logs_in_again_after_a_rejected_login",
+        &["--requirepass", "first-password"],
+    ) else {
+        return;
+    };
+    let url = format!("redis://:first-password@127.0.0.1:{}/0", redis.port);
+    let host = HostProcess::start(&[
+        "--redis-url",
+        &url,
+        "--admin-token",
+        ADMIN,
+        "--tidy-interval",
+        "0",
+    ])
+    .unwrap();
+    let reply = host.admin("LIST", "/v1/litellm/roles", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+
+    redis.cli(&[
+        "-a",
+        "first-password",
+        "config",
+        "set",
+        "requirepass",
+        "second-password",
+    ]);
+    redis.cli(&["-a", "second-password", "client", "kill", "type", "normal"]);
+    let reply = host.admin("LIST", "/v1/litellm/roles", None).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+
+    redis.cli(&[
+        "-a",
+        "second-password",
+        "config",
+        "set",
+        "requirepass",
+        "first-password",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = host.admin("LIST", "/v1/litellm/roles", None).await;
+        if reply.status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still failing: {} {}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        !host.logs().contains("first-password"),
+        "the password is never logged"
+    );
 }
