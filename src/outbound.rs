@@ -146,7 +146,7 @@ fn options(first_byte_timeout_seconds: u64) -> RequestOptions {
     options
 }
 
-/// Longest time one `send` can take with `first_byte_timeout_seconds`, in seconds: the
+/// Maximum time one `send` can take with `first_byte_timeout_seconds`, in seconds: the
 /// connect timeout, the wait for the response, the body deadline and one between-bytes
 /// overrun.
 pub fn longest_exchange_seconds(first_byte_timeout_seconds: u64) -> u64 {

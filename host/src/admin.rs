@@ -34,18 +34,18 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// only time it exists outside the client that keeps it.
 pub async fn resolve(
     kv: &Backend,
-    given: Option<String>,
+    operator_token: Option<String>,
     rotate: bool,
     print: impl FnOnce(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<AdminSetting> {
     let stored = kv.host_value(DIGEST_NAME).await.map_err(|error| {
         anyhow::anyhow!("reading the stored admin token digest failed: {error}")
     })?;
-    if let Some(token) = given.map(|token| token.trim().to_owned()) {
+    if let Some(token) = operator_token.map(|token| token.trim().to_owned()) {
         if stored.is_some() {
             tracing::info!(
-                "admin token: the one given; the stored generated token is ignored while a \
-                 token is given"
+                "admin token: the operator's; the stored generated token is ignored while \
+                 --admin-token is set"
             );
         }
         return Ok(AdminSetting::Token(token));
