@@ -105,7 +105,11 @@ impl RedisStore {
                 .await
             {
                 Ok(fresh) => *self.lock() = fresh,
-                Err(error) => return Err(self.failed(error)),
+                Err(error) => {
+                    // The old connection still cannot log in, so the next operation retries.
+                    self.stale.store(true, Ordering::SeqCst);
+                    return Err(format!("Redis: {error}"));
+                }
             }
             tracing::info!("reconnected to Redis after a failed login");
         }
