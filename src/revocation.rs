@@ -4,6 +4,10 @@
 //! A revocation first claims the lease by writing `revoking_since` with compare-and-swap.
 //! A renewal that meets a live claim fails, so no renewal reports success for a key that
 //! is being deleted, and two tidy passes never revoke the same lease at once.
+//!
+//! A revocation on request files the claimed lease for tidy at the end of the claim. If
+//! the instance dies or the lease delete fails after the key was deleted, tidy finds the
+//! stale claim there and finishes the revocation, so no stored lease outlives its key.
 
 use crate::clock;
 use crate::config;
@@ -45,7 +49,8 @@ enum Claim {
     Claimed(LeaseRecord),
     /// The lease no longer exists.
     Gone,
-    /// The lease is not expired (any more), so tidy leaves it.
+    /// The lease is not expired (any more) and no revocation that died claimed it, so
+    /// tidy leaves it.
     NotExpired,
     /// Another revocation claimed the lease less than [`CLAIM_SECONDS`] ago.
     Busy,
@@ -61,20 +66,23 @@ pub fn claim_is_live(since: Option<u64>, now: u64) -> bool {
 /// in Vault.
 pub fn revoke(store: &Store, settings: &Settings, lease_id: &str) -> Result<()> {
     let key = lease::storage_key_of(settings, lease_id)?;
-    match claim(store, &key, clock::now(), false)? {
-        Claim::Claimed(record) => match delete_key(store, settings, &record) {
-            Ok(_) => store.delete(&key),
-            Err(error) => {
-                record_failure(store, &record, &error)?;
-                Err(error)
-            }
-        },
-        Claim::Gone | Claim::NotExpired | Claim::Busy => Ok(()),
+    let now = clock::now();
+    let record = match claim(store, &key, now, false)? {
+        Claim::Claimed(record) => record,
+        Claim::Gone | Claim::NotExpired | Claim::Busy => return Ok(()),
+    };
+    due::file(store, &key, now + CLAIM_SECONDS)?;
+    match delete_key(store, settings, &record) {
+        Ok(_) => store.delete(&key),
+        Err(error) => {
+            record_failure(store, &record, &error)?;
+            Err(error)
+        }
     }
 }
 
-/// Revokes an expired lease for tidy. On failure the lease is kept and filed again after
-/// a backoff.
+/// Revokes an expired lease, or one whose revocation on request died, for tidy. On
+/// failure the lease is kept and filed again after a backoff.
 pub fn revoke_expired(
     store: &Store,
     settings: &Settings,
@@ -118,21 +126,21 @@ pub fn retry_delay(attempts: u32) -> u64 {
     (due::BUCKET_SECONDS << doublings).min(MAX_RETRY_SECONDS)
 }
 
-/// Marks the lease at `key` as being revoked. Tidy (`only_if_expired`) leaves leases that
-/// are no longer expired or that another revocation holds; a revocation on request takes
-/// over any claim.
-fn claim(store: &Store, key: &str, now: u64, only_if_expired: bool) -> Result<Claim> {
+/// Marks the lease at `key` as being revoked. Tidy (`for_tidy`) leaves leases that are not
+/// expired, unless a revocation claimed them and died, and leases with a live claim. A
+/// revocation on request takes over any claim.
+fn claim(store: &Store, key: &str, now: u64, for_tidy: bool) -> Result<Claim> {
     let mut outcome = Claim::Gone;
     store.update(key, |current: Option<LeaseRecord>| {
         let Some(mut lease) = current else {
             outcome = Claim::Gone;
             return Ok(Update::Keep);
         };
-        if only_if_expired && lease.expires_at > now {
+        if for_tidy && lease.expires_at > now && lease.revoking_since.is_none() {
             outcome = Claim::NotExpired;
             return Ok(Update::Keep);
         }
-        if only_if_expired && claim_is_live(lease.revoking_since, now) {
+        if for_tidy && claim_is_live(lease.revoking_since, now) {
             outcome = Claim::Busy;
             return Ok(Update::Keep);
         }

@@ -1,5 +1,5 @@
-//! Tidy: revokes expired leases and deletes keys left by interrupted issuance, walking the
-//! due index from its cursor to the current bucket.
+//! Tidy: revokes expired leases, finishes interrupted revocations and deletes keys left by
+//! interrupted issuance, walking the due index from its cursor to the current bucket.
 
 use crate::bindings::exports::litellm_secrets::engine::types::TidyReport;
 use crate::clock;
@@ -122,7 +122,10 @@ fn visit_lease(
     now: u64,
     report: &mut TidyReport,
 ) -> Result<Next> {
-    if record.expires_at > now {
+    // A claim that is still set belongs to a revocation that is running or died. One on
+    // request may have deleted the key already, so tidy revokes the lease whatever its
+    // expiry.
+    if record.expires_at > now && record.revoking_since.is_none() {
         // A renewal filed the lease again under its new expiry, so an entry in an earlier
         // bucket is finished.
         return Ok(

@@ -13,5 +13,6 @@ mod races;
 mod real_litellm;
 mod roles;
 mod sealing;
+mod storage_faults;
 mod tidy;
 mod upstream;

@@ -49,6 +49,8 @@ struct Fault {
     op: Op,
     key_prefix: String,
     effect: Effect,
+    /// Matching operations still to pass before the fault applies.
+    skip: usize,
     remaining: usize,
 }
 
@@ -57,6 +59,7 @@ struct Inner {
     buckets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     faults: Vec<Fault>,
     reads: Vec<String>,
+    writes: Vec<(Op, String)>,
     upsert_on_absent_swap: bool,
 }
 
@@ -134,12 +137,33 @@ impl KvStore {
     /// Injects a fault into the next `times` operations of kind `op` on keys starting
     /// with `key_prefix`.
     pub fn inject(&self, op: Op, key_prefix: &str, effect: Effect, times: usize) {
+        self.inject_after(op, key_prefix, effect, 0, times);
+    }
+
+    /// Injects a fault that lets the next `skip` operations of kind `op` on keys starting
+    /// with `key_prefix` pass and then applies to the `times` operations after them.
+    /// Operations count towards every fault they match, including one that another fault
+    /// ends.
+    pub fn inject_after(
+        &self,
+        op: Op,
+        key_prefix: &str,
+        effect: Effect,
+        skip: usize,
+        times: usize,
+    ) {
         self.lock().faults.push(Fault {
             op,
             key_prefix: key_prefix.to_owned(),
             effect,
+            skip,
             remaining: times,
         });
+    }
+
+    /// Returns how many injected faults have not applied yet, summed over all faults.
+    pub fn faults_left(&self) -> usize {
+        self.lock().faults.iter().map(|fault| fault.remaining).sum()
     }
 
     /// Removes all injected faults.
@@ -158,13 +182,33 @@ impl KvStore {
         std::mem::take(&mut self.lock().reads)
     }
 
+    /// Returns the `Op::Write` and `Op::Delete` operations attempted since the last call,
+    /// in order and with their keys, and clears the log. Attempts that a fault ended are
+    /// included.
+    pub fn take_writes(&self) -> Vec<(Op, String)> {
+        std::mem::take(&mut self.lock().writes)
+    }
+
+    /// Returns the effect of the first fault that applies to this operation. Faults still
+    /// skipping operations count it.
     fn check_fault(&self, op: Op, key: &str) -> Option<Effect> {
         let mut inner = self.lock();
-        let fault = inner.faults.iter_mut().find(|fault| {
+        if op != Op::Read {
+            inner.writes.push((op, key.to_owned()));
+        }
+        let mut effect = None;
+        let matching = inner.faults.iter_mut().filter(|fault| {
             fault.op == op && fault.remaining > 0 && key.starts_with(&fault.key_prefix)
-        })?;
-        fault.remaining -= 1;
-        Some(fault.effect.clone())
+        });
+        for fault in matching {
+            if fault.skip > 0 {
+                fault.skip -= 1;
+            } else if effect.is_none() {
+                fault.remaining -= 1;
+                effect = Some(fault.effect.clone());
+            }
+        }
+        effect
     }
 }
 
