@@ -5,7 +5,7 @@ use crate::redact;
 
 /// Upper bound for any parsed duration: 100 years, far beyond any lease cap, so that
 /// arithmetic on the result cannot overflow.
-const MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
+pub const MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
 
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 

@@ -33,7 +33,7 @@ impl BaseUrl {
             Error::invalid(format!(
                 "url is invalid: {:?} {reason}; use http://host:port or https://host \
                  with an optional base path",
-                redact::truncate(text, 200)
+                redact::truncate(&mask_user_info(text), 200)
             ))
         };
         if text.len() > MAX_URL_BYTES {
@@ -95,6 +95,20 @@ impl fmt::Display for BaseUrl {
         };
         write!(f, "{scheme}://{}{}", self.authority, self.base_path)
     }
+}
+
+/// Returns `text` with everything between the scheme and the last `@` replaced by `***`,
+/// so that an error never repeats a password given as user information. Masking up to
+/// the last `@` also covers passwords that contain `/`, `?` or `#`.
+fn mask_user_info(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_owned();
+    };
+    let start = text.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    if at < start {
+        return text.to_owned();
+    }
+    format!("{}***{}", &text[..start], &text[at..])
 }
 
 fn validate_authority(authority: &str) -> std::result::Result<(), &'static str> {
@@ -184,6 +198,22 @@ mod tests {
             assert!(
                 matches!(BaseUrl::parse(text), Err(Error::InvalidInput(_))),
                 "{text:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn user_info_is_masked_in_errors() {
+        for (text, shown) in [
+            ("http://admin:pw@host", "\"http://***@host\""),
+            ("http://admin:p/w@host", "\"http://***@host\""),
+            ("admin:pw@host:4000", "\"***@host:4000\""),
+        ] {
+            let message = BaseUrl::parse(text).unwrap_err().to_string();
+            assert!(message.contains(shown), "{text:?}: {message}");
+            assert!(
+                !message.contains("pw") && !message.contains("p/w"),
+                "{message}"
             );
         }
     }

@@ -1,8 +1,11 @@
 //! Request body fields: one JSON object, read with the types Vault clients send and an
 //! error that names the field, what it got, and what it needs.
 
+use std::num::IntErrorKind;
+
 use serde_json::{Map, Value};
 
+use crate::duration;
 use crate::error::{Error, Result};
 use crate::redact;
 use crate::role::json_kind;
@@ -65,13 +68,17 @@ impl Fields {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text)),
+            // JSON's -0 and integers below i64::MIN arrive as negative floats.
             Some(Value::Number(number)) => match number.as_i64() {
-                Some(seconds) if seconds < 0 => Err(Error::invalid(format!(
-                    "{name} must not be negative, got {seconds}; use 0 for the default"
-                ))),
+                Some(seconds) if seconds < 0 => Err(negative(name, &number)),
                 Some(seconds) => Ok(Some(seconds.to_string())),
+                None if number.as_f64().is_some_and(f64::is_sign_negative) => {
+                    Err(negative(name, &number))
+                }
                 None => Err(Error::invalid(format!(
-                    "{name} must be whole seconds or a duration string such as \"1h\", got {number}"
+                    "{name} must be whole seconds up to {} (100 years) or a duration string \
+                     such as \"1h\", got {number}",
+                    duration::MAX_SECONDS
                 ))),
             },
             Some(other) => Err(wrong_type(
@@ -89,17 +96,31 @@ impl Fields {
                 "{name} must be a non-negative integer, got {shown}"
             ))
         };
+        let too_large = |shown: String| {
+            Error::invalid(format!(
+                "{name} is too large: {shown} does not fit in 64 bits; use a smaller integer"
+            ))
+        };
         match self.take(name) {
             None => Ok(None),
-            Some(Value::Number(number)) => number
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| invalid(number.to_string())),
-            Some(Value::String(text)) => text
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| invalid(quoted(&text))),
+            // Integers above u64::MAX arrive as floats.
+            Some(Value::Number(number)) => match number.as_u64() {
+                Some(value) => Ok(Some(value)),
+                None if number
+                    .as_f64()
+                    .is_some_and(|value| value >= u64::MAX as f64) =>
+                {
+                    Err(too_large(number.to_string()))
+                }
+                None => Err(invalid(number.to_string())),
+            },
+            Some(Value::String(text)) => match text.trim().parse::<u64>() {
+                Ok(value) => Ok(Some(value)),
+                Err(error) if *error.kind() == IntErrorKind::PosOverflow => {
+                    Err(too_large(quoted(&text)))
+                }
+                Err(_) => Err(invalid(quoted(&text))),
+            },
             Some(other) => Err(wrong_type(name, "a non-negative integer", &other)),
         }
     }
@@ -155,6 +176,12 @@ fn wrong_type(name: &str, expected: &str, got: &Value) -> Error {
     Error::invalid(format!(
         "{name} must be {expected}, got a JSON {}",
         json_kind(got)
+    ))
+}
+
+fn negative(name: &str, number: &serde_json::Number) -> Error {
+    Error::invalid(format!(
+        "{name} must not be negative, got {number}; use 0 for the default"
     ))
 }
 

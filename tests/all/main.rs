@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod api_adversarial;
+mod bad_input;
 mod config;
 mod creds;
 mod deployment;
