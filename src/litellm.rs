@@ -85,7 +85,13 @@ impl Client {
     /// Checks that LiteLLM accepts the master key for key management, with one key listing.
     pub fn verify(&self) -> Result<()> {
         match self.call(Verb::Get, "/key/list?page=1&size=1", None) {
-            Ok(_) => Ok(()),
+            Ok(response) => {
+                let listing = self.json_object("/key/list", &response)?;
+                self.confirm(
+                    listing.get("keys").is_some_and(Value::is_array),
+                    "/key/list",
+                )
+            }
             Err(failure) if matches!(failure.status, Some(401 | 403)) => {
                 Err(Error::invalid(format!(
                     "LiteLLM at {} rejected the master key (HTTP {}); check master_key: it must \
@@ -119,26 +125,39 @@ impl Client {
     /// Sets the key's expiry to `seconds` from now.
     pub fn set_expiry(&self, token_hash: &str, seconds: u64) -> Result<()> {
         let body = json!({ "key": token_hash, "duration": format!("{seconds}s") }).to_string();
-        self.call_with_retries("/key/update", &body)
-            .map(|_| ())
-            .map_err(|failure| failure.error)
+        let response = self
+            .call_with_retries("/key/update", &body)
+            .map_err(|failure| failure.error)?;
+        let updated = self.json_object("/key/update", &response)?;
+        let token = updated.get("token").and_then(Value::as_str);
+        self.confirm(token == Some(token_hash), "/key/update")
     }
 
     /// Deletes the key whose SHA-256 hash is `token_hash`.
     pub fn delete_key(&self, token_hash: &str) -> Result<Deletion> {
         let body = json!({ "keys": [token_hash] }).to_string();
-        self.delete(&body)
+        self.delete(&body, token_hash)
     }
 
     /// Deletes the key with alias `alias`.
     pub fn delete_alias(&self, alias: &str) -> Result<Deletion> {
         let body = json!({ "key_aliases": [alias] }).to_string();
-        self.delete(&body)
+        self.delete(&body, alias)
     }
 
-    fn delete(&self, body: &str) -> Result<Deletion> {
+    /// Sends a delete for `identifier`. A 200 counts only when its `deleted_keys` lists
+    /// `identifier`, as LiteLLM's does: a gateway's page proves nothing about the key.
+    fn delete(&self, body: &str, identifier: &str) -> Result<Deletion> {
         match self.call_with_retries("/key/delete", body) {
-            Ok(_) => Ok(Deletion::Deleted),
+            Ok(response) => {
+                let answer = self.json_object("/key/delete", &response)?;
+                let listed = answer
+                    .get("deleted_keys")
+                    .and_then(Value::as_array)
+                    .is_some_and(|keys| keys.iter().any(|key| key == identifier));
+                self.confirm(listed, "/key/delete")?;
+                Ok(Deletion::Deleted)
+            }
             // LiteLLM answers 404 "No keys found" only when none of the keys exist, so the
             // key is already gone. Any other 404 (a reverse proxy's, or an unknown route's
             // under a wrong base path) does not show whether the key exists.
@@ -259,6 +278,38 @@ impl Client {
             return "empty response body".to_owned();
         }
         redact::mask(&message, &[&self.master_key])
+    }
+
+    /// Parses a successful response's body as a JSON object.
+    fn json_object(&self, route: &str, response: &Response) -> Result<Map<String, Value>> {
+        match serde_json::from_slice(&response.body) {
+            Ok(Value::Object(object)) => Ok(object),
+            _ => Err(Error::upstream(
+                Some(response.status),
+                format!(
+                    "LiteLLM at {} returned a {route} response (HTTP {}) that is not a JSON \
+                     object: {}; check that the config url points at LiteLLM itself",
+                    self.url,
+                    response.status,
+                    self.quote(&response.body)
+                ),
+            )),
+        }
+    }
+
+    /// Fails unless a successful JSON response had the shape LiteLLM gives `route`.
+    fn confirm(&self, confirmed: bool, route: &str) -> Result<()> {
+        if confirmed {
+            return Ok(());
+        }
+        Err(Error::upstream(
+            Some(200),
+            format!(
+                "LiteLLM at {} returned a {route} response that does not confirm the request, \
+                 so its outcome is unknown; check that the config url points at LiteLLM itself",
+                self.url
+            ),
+        ))
     }
 
     fn parse_new_key(&self, response: &Response) -> Result<NewKey> {

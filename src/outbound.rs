@@ -208,13 +208,7 @@ fn read_response(
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(error)) => {
                     let code = crate::bindings::wasi::http::types::http_error_code(&error);
-                    return Err(match code {
-                        Some(code) => classify(base, &code),
-                        None => Failure::Broken(format!(
-                            "reading the response from {base} failed: {}",
-                            error.to_debug_string()
-                        )),
-                    });
+                    return Err(body_failure(base, body.len(), code));
                 }
             }
         }
@@ -224,6 +218,19 @@ fn read_response(
         location,
         body,
     })
+}
+
+/// Describes a response body that broke off after `received` bytes.
+fn body_failure(base: &BaseUrl, received: usize, code: Option<ErrorCode>) -> Failure {
+    match code {
+        Some(code @ (ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout)) => {
+            classify(base, &code)
+        }
+        _ => Failure::Broken(format!(
+            "the response body from LiteLLM at {base} broke off after {received} bytes, \
+             before it was complete"
+        )),
+    }
 }
 
 /// Sorts a `wasi:http` error code by whether LiteLLM may have seen the request.
@@ -271,6 +278,13 @@ fn describe(code: &ErrorCode) -> String {
                 .clone()
                 .unwrap_or_else(|| "no response code".to_owned())
         ),
+        ErrorCode::HttpProtocolError => {
+            "the connection closed without a valid HTTP response".to_owned()
+        }
+        ErrorCode::ConnectionTerminated => "the connection closed mid-response".to_owned(),
+        ErrorCode::HttpResponseIncomplete => {
+            "the response body ended before its announced length".to_owned()
+        }
         ErrorCode::InternalError(Some(message)) => message.clone(),
         other => format!("{other:?}"),
     }

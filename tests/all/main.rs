@@ -10,6 +10,7 @@ mod deployment;
 mod http_api;
 mod hvac;
 mod leases;
+mod litellm_faults;
 mod races;
 mod real_litellm;
 mod roles;

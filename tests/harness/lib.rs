@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod expect;
+pub mod fault_proxy;
 pub mod fixture;
 pub mod host;
 pub mod http_api;

@@ -5,28 +5,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use litellm_secrets_tests::http_client::{self, chat_completion};
-use litellm_secrets_tests::real_litellm::{RealLiteLlm, real_litellm};
+use litellm_secrets_tests::real_litellm::{RealLiteLlm, real_litellm, unique};
 use serde_json::{Value, json};
 
 use crate::support::{ADMIN, HostProcess, TempDir, events};
-
-/// Returns a random lowercase hex string, so that aliases from several runs never collide.
-fn unique(len: usize) -> String {
-    let mut bytes = vec![0u8; len.div_ceil(2)];
-    getrandom_bytes(&mut bytes);
-    bytes
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<String>()[..len]
-        .to_owned()
-}
-
-fn getrandom_bytes(bytes: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut file| file.read_exact(bytes))
-        .expect("reading /dev/urandom");
-}
 
 async fn configure(host: &HostProcess, real: &RealLiteLlm, role: &str, body: Value) {
     host.write_config(&real.url, &real.master_key).await;
@@ -34,34 +16,6 @@ async fn configure(host: &HostProcess, real: &RealLiteLlm, role: &str, body: Val
         .admin("POST", &format!("/v1/litellm/roles/{role}"), Some(&body))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-}
-
-/// Aliases of the live keys in the real proxy that start with `prefix`.
-async fn live_aliases(real: &RealLiteLlm, prefix: &str) -> BTreeSet<String> {
-    let mut aliases = BTreeSet::new();
-    for page in 1.. {
-        let url = format!(
-            "{}/key/list?return_full_object=true&size=100&page={page}",
-            real.url
-        );
-        let reply = http_client::send("GET", &url, &real.master_key, None)
-            .await
-            .unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let body = reply.json();
-        for key in body["keys"].as_array().unwrap() {
-            if let Some(alias) = key["key_alias"]
-                .as_str()
-                .filter(|alias| alias.starts_with(prefix))
-            {
-                aliases.insert(alias.to_owned());
-            }
-        }
-        if page >= body["total_pages"].as_u64().unwrap_or(0) {
-            break;
-        }
-    }
-    aliases
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +156,7 @@ async fn sigkill_during_burst_keeps_pairs() {
     let (leases, aliases) = loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let leases = restarted.stored_leases(role).await;
-        let aliases = live_aliases(&real, &prefix).await;
+        let aliases = real.live_aliases(&prefix).await;
         let settled = killed_at.elapsed() > GRACE + Duration::from_secs(6);
         if (settled && lease_aliases(&leases, &prefix, role) == aliases)
             || Instant::now() > deadline
@@ -239,7 +193,7 @@ async fn sigkill_during_burst_keeps_pairs() {
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
     assert!(
-        live_aliases(&real, &prefix).await.is_empty(),
+        real.live_aliases(&prefix).await.is_empty(),
         "revoke-prefix deleted every key"
     );
 }
