@@ -15,6 +15,7 @@ mod races;
 mod real_litellm;
 mod roles;
 mod sealing;
+mod secret_scan;
 mod storage_faults;
 mod tidy;
 mod upstream;

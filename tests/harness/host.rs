@@ -1,10 +1,11 @@
 //! The wasmtime host: loads the built component once and runs every engine call in a
 //! fresh instance, as Spin does per request.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config as EngineConfig, Engine, Store};
@@ -15,6 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::clock::Clock;
 use crate::keyvalue::KvStore;
 use crate::outbound::OutboundPolicy;
+use crate::secret_scan;
 
 /// Bindings for the `engine-core` world, generated from the project's `wit/`.
 pub mod bindings {
@@ -289,6 +291,16 @@ impl TestHost {
         Ok((store, instance, stderr))
     }
 
+    /// Instantiates the component's `wasi:http` export once and returns how long
+    /// `instantiate_async` on the shared `InstancePre` took. Creating the store and dropping
+    /// the instance are not timed.
+    pub async fn time_instantiation(&self) -> wasmtime::Result<Duration> {
+        let (mut store, _stderr) = self.new_store();
+        let started = Instant::now();
+        runtime().proxy.instantiate_async(&mut store).await?;
+        Ok(started.elapsed())
+    }
+
     /// Sets the admin token of the HTTP API.
     pub fn with_admin_token(self, token: &str) -> Self {
         self.with_setting("admin_token", token)
@@ -296,6 +308,7 @@ impl TestHost {
 
     pub(crate) fn keep_logs(&self, stderr: &MemoryOutputPipe) {
         let text = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        secret_scan::check("the component's log", &text, None);
         self.logs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -315,6 +328,7 @@ macro_rules! engine_calls {
                     let engine = instance.litellm_secrets_engine_engine();
                     let result = engine.$call(&mut store, $($arg),*).await;
                     self.keep_logs(&stderr);
+                    scan_result(stringify!($call), &result);
                     result
                 }
             )*
@@ -323,7 +337,7 @@ macro_rules! engine_calls {
 }
 
 engine_calls! {
-    try_write_config => call_write_config(request: &ConfigRequest) -> Config;
+    write_config_unscanned => call_write_config(request: &ConfigRequest) -> Config;
     try_read_config => call_read_config() -> Config;
     try_delete_config => call_delete_config() -> ();
     try_write_role => call_write_role(name: &str, request: &RoleRequest) -> RoleWrite;
@@ -338,7 +352,34 @@ engine_calls! {
     try_tidy => call_tidy() -> TidyReport;
 }
 
+/// Checks an engine call's result for secrets, and records the key a credential carries.
+fn scan_result<T: std::fmt::Debug + 'static>(
+    call: &str,
+    result: &wasmtime::Result<Result<T, Error>>,
+) {
+    let credential = (result as &dyn Any)
+        .downcast_ref::<wasmtime::Result<Result<Credential, Error>>>()
+        .and_then(|result| result.as_ref().ok()?.as_ref().ok());
+    let own_key = credential.map(|credential| credential.key.as_str());
+    if let Some(key) = own_key {
+        secret_scan::note_minted(key);
+    }
+    secret_scan::check(call, &format!("{result:?}"), own_key);
+}
+
 impl TestHost {
+    /// Calls `write-config` in a fresh instance, after recording its master key for the
+    /// secret scan.
+    pub async fn try_write_config(
+        &self,
+        request: &ConfigRequest,
+    ) -> wasmtime::Result<Result<Config, Error>> {
+        if let Some(master_key) = &request.master_key {
+            secret_scan::note_master_key(master_key);
+        }
+        self.write_config_unscanned(request).await
+    }
+
     /// Calls `issue-credential` in a fresh instance.
     pub async fn try_issue_credential(
         &self,

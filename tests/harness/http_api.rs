@@ -16,6 +16,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::host::{TestHost, runtime};
+use crate::secret_scan;
 
 /// A response read completely.
 #[derive(Debug)]
@@ -98,11 +99,13 @@ impl TestHost {
             .map_err(|error| anyhow::anyhow!("reading the response body failed: {error:?}"))?
             .to_bytes();
         guest.await_done().await?;
-        Ok(ApiReply {
+        let reply = ApiReply {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
-        })
+        };
+        scan_reply(&reply);
+        Ok(reply)
     }
 
     /// Runs the incoming handler of a fresh instance for `request` and returns the response
@@ -217,4 +220,14 @@ async fn respond(
             response
         }
     }
+}
+
+/// Checks a response body for secrets, and records the key a creds response carries.
+fn scan_reply(reply: &ApiReply) {
+    let value: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let own_key = value.pointer("/data/key").and_then(Value::as_str);
+    if let Some(key) = own_key {
+        secret_scan::note_minted(key);
+    }
+    secret_scan::check("an HTTP response", &reply.text(), own_key);
 }

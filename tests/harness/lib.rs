@@ -14,3 +14,4 @@ pub mod keyvalue;
 pub mod litellm_double;
 pub mod outbound;
 pub mod real_litellm;
+pub mod secret_scan;
