@@ -4,6 +4,7 @@
 mod cli;
 mod faults;
 mod lifecycle;
+mod load;
 mod readme;
 mod real_litellm;
 mod redis;
