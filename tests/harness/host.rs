@@ -375,7 +375,7 @@ impl TestHost {
         request: &ConfigRequest,
     ) -> wasmtime::Result<Result<Config, Error>> {
         if let Some(master_key) = &request.master_key {
-            secret_scan::note_master_key(master_key);
+            secret_scan::note_secret(master_key);
         }
         self.write_config_unscanned(request).await
     }

@@ -15,7 +15,7 @@ const KEY_PREFIX: &str = "sk-";
 
 #[derive(Default)]
 struct Secrets {
-    master_keys: HashSet<String>,
+    secrets: HashSet<String>,
     minted: HashSet<String>,
 }
 
@@ -26,11 +26,11 @@ fn secrets() -> MutexGuard<'static, Secrets> {
     SECRETS
         .get_or_init(|| {
             let mut secrets = Secrets::default();
-            secrets.master_keys.insert(MASTER_KEY.to_owned());
+            secrets.secrets.insert(MASTER_KEY.to_owned());
             if let Ok(key) = std::env::var("LITELLM_MASTER_KEY")
                 && !key.is_empty()
             {
-                secrets.master_keys.insert(key);
+                secrets.secrets.insert(key);
             }
             Mutex::new(secrets)
         })
@@ -38,10 +38,11 @@ fn secrets() -> MutexGuard<'static, Secrets> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Records a master key that a test wrote into a config.
-pub fn note_master_key(key: &str) {
-    if key.len() > KEY_PREFIX.len() {
-        secrets().master_keys.insert(key.to_owned());
+/// Records a secret that no text may contain: a master key a test wrote into a config,
+/// or an admin token.
+pub fn note_secret(secret: &str) {
+    if secret.len() > KEY_PREFIX.len() {
+        secrets().secrets.insert(secret.to_owned());
     }
 }
 
@@ -50,15 +51,15 @@ pub fn note_minted(key: &str) {
     secrets().minted.insert(key.to_owned());
 }
 
-/// Panics when `text` contains a master key, or a minted key other than `own_key`.
+/// Panics when `text` contains a recorded secret, or a minted key other than `own_key`.
 /// `source` names where the text came from, for the message.
 pub fn check(source: &str, text: &str, own_key: Option<&str>) {
     CHECKED.fetch_add(1, Ordering::Relaxed);
     let secrets = secrets();
-    for master_key in &secrets.master_keys {
+    for secret in &secrets.secrets {
         assert!(
-            !text.contains(master_key.as_str()),
-            "secret scan: {source} contains a master key"
+            !text.contains(secret.as_str()),
+            "secret scan: {source} contains a master key or an admin token"
         );
     }
     for candidate in key_candidates(text) {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use litellm_secrets_tests::http_client::{self, Reply};
+use litellm_secrets_tests::secret_scan;
 use serde_json::Value;
 
 /// Admin token the tests give the host unless a test is about generated tokens.
@@ -173,6 +174,7 @@ impl HostProcess {
 
     /// Writes the config for the LiteLLM at `url` with `master_key`, and expects 204.
     pub async fn write_config(&self, url: &str, master_key: &str) {
+        secret_scan::note_secret(master_key);
         let body = serde_json::json!({ "url": url, "master_key": master_key });
         let reply = self.admin("POST", "/v1/litellm/config", Some(&body)).await;
         assert_eq!(reply.status, 204, "{}", reply.text());
@@ -201,9 +203,15 @@ impl HostProcess {
 
     /// Sends `method path` with `token` and an optional JSON body.
     pub async fn call(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        http_client::send(method, &format!("{}{path}", self.url()), token, body)
+        let reply = http_client::send(method, &format!("{}{path}", self.url()), token, body)
             .await
-            .unwrap_or_else(|error| panic!("{method} {path} failed: {error:#}"))
+            .unwrap_or_else(|error| panic!("{method} {path} failed: {error:#}"));
+        let own_key = reply.json()["data"]["key"].as_str().map(str::to_owned);
+        if let Some(key) = &own_key {
+            secret_scan::note_minted(key);
+        }
+        secret_scan::check("an HTTP response", &reply.text(), own_key.as_deref());
+        reply
     }
 }
 
@@ -212,6 +220,10 @@ impl Drop for HostProcess {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if !std::thread::panicking() {
+            secret_scan::note_secret(ADMIN);
+            secret_scan::check("the host's log", &self.logs(), None);
         }
     }
 }
