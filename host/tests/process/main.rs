@@ -8,4 +8,5 @@ mod load;
 mod readme;
 mod real_litellm;
 mod redis;
+mod replicas;
 mod support;

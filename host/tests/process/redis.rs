@@ -15,14 +15,16 @@ use serde_json::json;
 
 use crate::support::{ADMIN, HostProcess};
 
-/// A `redis-server` child without persistence, killed on drop.
-struct RedisServer {
+/// A `redis-server` child on a free loopback port, without persistence, killed on drop.
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
 
 impl RedisServer {
-    fn start(test: &str) -> Option<Self> {
+    /// Starts the server, or returns `None` after printing `SKIPPED` when `redis-server`
+    /// cannot be started and `REDIS_REQUIRED` is not `1`.
+    pub(crate) fn start(test: &str) -> Option<Self> {
         Self::start_with(test, &[])
     }
 
@@ -80,7 +82,7 @@ impl RedisServer {
         assert!(status.success(), "redis-cli {args:?}");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 }
