@@ -170,7 +170,11 @@ fn record_failure(
         current.revoke_attempts += 1;
         current.irrevocable = current.revoke_attempts >= IRREVOCABLE_AFTER_ATTEMPTS;
         current.last_revoke_error = Some(message.clone());
-        current.revoking_since = None;
+        // A revocation on request may have taken the claim over meanwhile, and it may be
+        // deleting the key now, so only this revocation's own claim is released.
+        if current.revoking_since == record.revoking_since {
+            current.revoking_since = None;
+        }
         Ok(Update::Put(current))
     })
 }

@@ -1,10 +1,13 @@
 //! Concurrent calls from parallel instances and replicas sharing one store.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use litellm_secrets_tests::expect::{EngineResult, role_request};
 use litellm_secrets_tests::fixture::Fixture;
 use litellm_secrets_tests::host::{Error, RoleRequest};
+use litellm_secrets_tests::litellm_double::Reply;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_issues_are_distinct() {
@@ -220,4 +223,62 @@ async fn renewal_overtaken_by_revoke_reports_the_revocation() {
     );
     assert!(fixture.litellm.live_keys().is_empty());
     assert!(fixture.stored("lease/").is_empty());
+}
+
+/// A revocation that fails must not release a claim that another revocation took over
+/// while the first waited on LiteLLM, or a renewal could succeed for a key being deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_revoke_keeps_takeover_claim() {
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "1h", "2h").await;
+    let credential = fixture.issue("dev").await;
+    let storage_key = fixture.stored("lease/").pop().expect("one stored lease");
+
+    let failure = Reply::Json {
+        status: 500,
+        body: json!({"error": {"message": "database unavailable"}}),
+    };
+    fixture.litellm.script(
+        "/key/delete",
+        Reply::Delayed {
+            delay: Duration::from_secs(2),
+            reply: Box::new(failure.clone()),
+        },
+    );
+    fixture.litellm.script("/key/delete", failure.clone());
+    fixture.litellm.script("/key/delete", failure);
+
+    let revoker = fixture.host.replica();
+    let lease_id = credential.lease_id.clone();
+    let revoke = tokio::spawn(async move { revoker.try_revoke_lease(&lease_id).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another revocation takes the claim over while the first waits for LiteLLM.
+    let mut lease = fixture.host.kv.get_json(&storage_key).expect("the lease");
+    let first_claim = lease["revoking_since"].as_u64().expect("the first claim");
+    let takeover = first_claim + 5;
+    lease["revoking_since"] = json!(takeover);
+    fixture.host.kv.put_text(&storage_key, &lease.to_string());
+
+    let error = revoke.await.unwrap().error();
+    assert!(matches!(error, Error::Upstream(_)), "revoke: {error:?}");
+    let lease = fixture.host.kv.get_json(&storage_key).expect("the lease");
+    assert_eq!(
+        lease["revoking_since"],
+        json!(takeover),
+        "the takeover claim"
+    );
+    assert_eq!(lease["revoke_attempts"], json!(1), "failed attempts");
+
+    let renewal = fixture
+        .host
+        .try_renew_lease(&credential.lease_id, Some("2h"))
+        .await
+        .error();
+    match renewal {
+        Error::InvalidInput(message) => {
+            assert!(message.contains("is being revoked"), "renewal: {message}")
+        }
+        other => panic!("renewal during the takeover revocation: {other:?}"),
+    }
 }
