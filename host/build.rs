@@ -33,7 +33,7 @@ fn main() {
     check_target_installed();
     let target_dir = root.join("target").join("host-component");
     build_component(&root, &target_dir);
-    export(&target_dir.join(TARGET).join("release").join(ARTIFACT));
+    export(&target_dir.join(TARGET).join("component").join(ARTIFACT));
 }
 
 fn export(path: &Path) {
@@ -68,7 +68,7 @@ fn build_component(root: &Path, target_dir: &Path) {
     let mut command = Command::new(cargo);
     command
         .current_dir(root)
-        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(["build", "--profile", "component", "--locked", "--target", TARGET])
         .args(["--package", "litellm-secrets-engine"])
         .arg("--target-dir")
         .arg(target_dir);

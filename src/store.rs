@@ -21,6 +21,14 @@ pub enum Update<T> {
     Keep,
 }
 
+/// Result of [`Store::swap_bytes`].
+enum Swapped {
+    /// The new value was written.
+    Written,
+    /// The change kept the value that was read: these bytes, or an absent key.
+    Kept(Option<Vec<u8>>),
+}
+
 /// The engine's bucket.
 pub struct Store {
     bucket: store::Bucket,
@@ -105,27 +113,44 @@ impl Store {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> Result<Update<T>>,
     {
+        let mut written = None;
+        let outcome = self.swap_bytes(key, &mut |current| {
+            let current = current.map(|bytes| decode::<T>(key, bytes)).transpose()?;
+            match change(current)? {
+                Update::Keep => Ok(None),
+                Update::Put(value) => {
+                    let bytes = encode(key, &value)?;
+                    written = Some(value);
+                    Ok(Some(bytes))
+                }
+            }
+        })?;
+        match outcome {
+            Swapped::Written => Ok(written),
+            Swapped::Kept(bytes) => bytes.map(|bytes| decode(key, &bytes)).transpose(),
+        }
+    }
+
+    /// The compare-and-swap loop of [`Store::update`] on raw bytes. It is not generic, so
+    /// the component holds one copy of it rather than one per record type.
+    fn swap_bytes(
+        &self,
+        key: &str,
+        change: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Swapped> {
         for _ in 0..CAS_ATTEMPTS {
             let cas = atomics::Cas::new(&self.bucket, key)
                 .map_err(|error| failed("reading", key, &error))?;
-            let current_bytes = cas
+            let current = cas
                 .current()
                 .map_err(|error| failed("reading", key, &error))?;
-            let current = current_bytes
-                .as_deref()
-                .map(|bytes| decode::<T>(key, bytes))
-                .transpose()?;
 
-            let value = match change(current)? {
-                Update::Keep => {
-                    return current_bytes.map(|bytes| decode(key, &bytes)).transpose();
-                }
-                Update::Put(value) => value,
+            let Some(bytes) = change(current.as_deref())? else {
+                return Ok(Swapped::Kept(current));
             };
-            let bytes = encode(key, &value)?;
             match atomics::swap(cas, &bytes) {
-                Ok(()) if current_bytes.is_some() || self.reads_back(key, &bytes)? => {
-                    return Ok(Some(value));
+                Ok(()) if current.is_some() || self.reads_back(key, &bytes)? => {
+                    return Ok(Swapped::Written);
                 }
                 Ok(()) | Err(atomics::CasError::CasFailed(_)) => continue,
                 Err(atomics::CasError::StoreError(error)) => {

@@ -16,7 +16,7 @@
 //! Figures with a goal are printed with the goal and whether this run met it; nothing here
 //! asserts a time.
 //!
-//! Run: `cargo build --release --target wasm32-wasip2 && LITELLM_URL=http://127.0.0.1:4000
+//! Run: `cargo build --profile component --target wasm32-wasip2 && LITELLM_URL=http://127.0.0.1:4000
 //! LITELLM_MASTER_KEY=sk-... cargo bench --workspace --bench host`.
 
 #[path = "../tests/process/support.rs"]

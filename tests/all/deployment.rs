@@ -111,7 +111,7 @@ fn spin_manifest_matches_the_engine() {
     );
     assert_eq!(
         component["build"]["command"].as_str(),
-        Some("cargo build --release --target wasm32-wasip2")
+        Some("cargo build --profile component --target wasm32-wasip2")
     );
 
     let variables = manifest["variables"].as_table().unwrap();

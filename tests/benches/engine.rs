@@ -13,7 +13,7 @@
 //! Figures with a goal are printed with the goal and whether this run met it; nothing here
 //! asserts a time. `host/benches/host.rs` measures the host binary and the real LiteLLM.
 //!
-//! Run: `cargo build --release --target wasm32-wasip2 && cargo bench --workspace --bench engine`.
+//! Run: `cargo build --profile component --target wasm32-wasip2 && cargo bench --workspace --bench engine`.
 
 #[allow(dead_code)]
 mod fleet;
@@ -363,7 +363,7 @@ fn component_size(goals: &mut Goals) {
         .len();
     println!("{}", path.display());
     goals.add(
-        "component size (release build)",
+        "component size (component profile: opt-level z, fat LTO, stripped)",
         format!("{bytes} bytes ({:.1} KiB)", bytes as f64 / 1024.0),
         "≤ 300 KiB",
         bytes <= SIZE_GOAL_BYTES,

@@ -161,13 +161,13 @@ pub fn component_path() -> PathBuf {
         return PathBuf::from(path);
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release/litellm_secrets_engine.wasm")
+        .join("../target/wasm32-wasip2/component/litellm_secrets_engine.wasm")
 }
 
 /// Panics when the component is missing or older than its sources, so that tests never
 /// run against a stale build.
 fn check_fresh(path: &Path) {
-    let build = "cargo build --release --target wasm32-wasip2";
+    let build = "cargo build --profile component --target wasm32-wasip2";
     let built = std::fs::metadata(path)
         .and_then(|metadata| metadata.modified())
         .unwrap_or_else(|_| {
