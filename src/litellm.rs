@@ -337,14 +337,25 @@ impl Client {
                 )
             })?;
 
-        // LiteLLM returns the key's hash as `token` and `token_id`; when neither is a
-        // SHA-256 hex digest, the hash is computed here, as LiteLLM computes it.
-        let token_hash = ["token", "token_id"]
+        // LiteLLM identifies a key by its SHA-256 hash and returns it as `token` and
+        // `token_id`. A hash there that does not match the key would make revocation
+        // delete the wrong key, so the response is rejected.
+        let token_hash = ids::sha256_hex(key);
+        let mismatch = ["token", "token_id"]
             .iter()
             .filter_map(|field| value.get(*field).and_then(Value::as_str))
-            .find(|hash| is_sha256_hex(hash))
-            .map(str::to_owned)
-            .unwrap_or_else(|| ids::sha256_hex(key));
+            .any(|hash| is_sha256_hex(hash) && !hash.eq_ignore_ascii_case(&token_hash));
+        if mismatch {
+            return Err(Error::upstream(
+                Some(response.status),
+                format!(
+                    "LiteLLM at {} returned a /key/generate response whose token is not the \
+                     SHA-256 hash of its key; check that the config url points at LiteLLM \
+                     itself",
+                    self.url
+                ),
+            ));
+        }
         Ok(NewKey {
             key: key.to_owned(),
             token_hash,

@@ -422,6 +422,32 @@ async fn config_write_under_litellm_faults() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn generate_with_foreign_token_is_rejected() {
+    let mut bench = Bench::start().await;
+    bench.proxy.inject("/key/generate", Fault::ForeignToken, 1);
+
+    let reply = bench.issue().await;
+    assert_eq!(reply.status, 502, "issue: {}", reply.text());
+    let message = reply.errors().join("; ");
+    assert!(
+        message.contains("token is not the SHA-256 hash of its key"),
+        "message: {message}"
+    );
+    assert!(
+        bench.fixture.stored("lease/").is_empty(),
+        "a lease was stored"
+    );
+
+    bench.tidy_past_grace().await;
+    assert!(bench.live_key_hashes().is_empty(), "the key outlived tidy");
+    assert!(
+        bench.fixture.stored("pending/").is_empty(),
+        "pending entries after tidy"
+    );
+    bench.assert_no_secret_leaked("foreign token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn transient_faults_are_retried() {
     let mut bench = Bench::start().await;
     let lease_id = lease_id_of(&bench.issue().await);

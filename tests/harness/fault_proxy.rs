@@ -48,6 +48,9 @@ pub enum Fault {
     SlowBody,
     /// LiteLLM got the request; the response is 200 with a chunked body that never ends.
     Endless,
+    /// LiteLLM's JSON response is sent with its `token` and `token_id` replaced by the
+    /// hash of another key.
+    ForeignToken,
 }
 
 impl Fault {
@@ -59,7 +62,7 @@ impl Fault {
             | Self::Status { forward, .. }
             | Self::NotJson { forward } => forward,
             Self::Redirect => false,
-            Self::Truncated | Self::SlowBody | Self::Endless => true,
+            Self::Truncated | Self::SlowBody | Self::Endless | Self::ForeignToken => true,
         }
     }
 }
@@ -332,6 +335,10 @@ async fn broken_response(
             trickle_response(status, body)
         }
         Fault::Endless => endless_response(),
+        Fault::ForeignToken => {
+            let (status, body) = upstream_parts(upstream).await;
+            foreign_token_response(status, &body)
+        }
     }
 }
 
@@ -401,6 +408,20 @@ fn trickle_response(status: http::StatusCode, body: Bytes) -> http::Response<Pro
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::CONTENT_LENGTH, length)
         .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("valid response")
+}
+
+fn foreign_token_response(status: http::StatusCode, body: &[u8]) -> http::Response<ProxyBody> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        let foreign = serde_json::Value::String("ab".repeat(32));
+        object.insert("token".to_owned(), foreign.clone());
+        object.insert("token_id".to_owned(), foreign);
+    }
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(Bytes::from(value.to_string())))
         .expect("valid response")
 }
 
