@@ -130,6 +130,7 @@ pub fn issue(
         irrevocable: false,
         last_revoke_error: None,
         revoking_since: None,
+        revoking_claim: None,
         owner: owner.map(str::to_owned),
     };
     store_lease(store, &record)

@@ -51,6 +51,10 @@ pub struct LeaseRecord {
     /// Start of the revocation that holds the lease, while it runs.
     #[serde(default)]
     pub revoking_since: Option<u64>,
+    /// Random id of the revocation that holds the lease, so that two claims made in the
+    /// same second stay apart.
+    #[serde(default)]
+    pub revoking_claim: Option<String>,
     /// Accessor of the client token that requested the credential; `None` for the admin
     /// and for hosts that call the engine directly.
     #[serde(default)]
@@ -220,6 +224,7 @@ pub fn renew(
             current.expires_at = expires_at;
             current.last_renewed_at = Some(now);
             current.revoking_since = None;
+            current.revoking_claim = None;
             Ok(Update::Put(current))
         })?
         .ok_or_else(|| Error::not_found(format!("lease {lease_id} not found")))?;

@@ -13,6 +13,7 @@ use crate::clock;
 use crate::config;
 use crate::due;
 use crate::error::{Error, Result};
+use crate::ids;
 use crate::lease::{self, LeaseRecord};
 use crate::litellm::Deletion;
 use crate::log;
@@ -52,8 +53,9 @@ enum Claim {
     /// The lease is not expired (any more) and no revocation that died claimed it, so
     /// tidy leaves it.
     NotExpired,
-    /// Another revocation claimed the lease less than [`CLAIM_SECONDS`] ago.
-    Busy,
+    /// Another revocation claimed the lease less than [`CLAIM_SECONDS`] ago. Its claim
+    /// ends at `until`.
+    Busy { until: u64 },
 }
 
 /// Returns whether a revocation started at `since` may still be running at `now`.
@@ -69,7 +71,7 @@ pub fn revoke(store: &Store, settings: &Settings, lease_id: &str) -> Result<()> 
     let now = clock::now();
     let record = match claim(store, &key, now, false)? {
         Claim::Claimed(record) => record,
-        Claim::Gone | Claim::NotExpired | Claim::Busy => return Ok(()),
+        Claim::Gone | Claim::NotExpired | Claim::Busy { .. } => return Ok(()),
     };
     due::file(store, &key, now + CLAIM_SECONDS)?;
     match delete_key(store, settings, &record) {
@@ -93,9 +95,9 @@ pub fn revoke_expired(
     let claimed = match claim(store, &key, now, true)? {
         Claim::Claimed(claimed) => claimed,
         Claim::Gone | Claim::NotExpired => return Ok(RevokeOutcome::Skipped),
-        Claim::Busy => {
-            // The other revocation may die; looking again after its claim ends finds out.
-            due::file(store, &key, now + CLAIM_SECONDS)?;
+        Claim::Busy { until } => {
+            // The other revocation may die; looking again when its claim ends finds out.
+            due::file(store, &key, until)?;
             return Ok(RevokeOutcome::Skipped);
         }
     };
@@ -141,10 +143,13 @@ fn claim(store: &Store, key: &str, now: u64, for_tidy: bool) -> Result<Claim> {
             return Ok(Update::Keep);
         }
         if for_tidy && claim_is_live(lease.revoking_since, now) {
-            outcome = Claim::Busy;
+            outcome = Claim::Busy {
+                until: lease.revoking_since.unwrap_or(now) + CLAIM_SECONDS,
+            };
             return Ok(Update::Keep);
         }
         lease.revoking_since = Some(now);
+        lease.revoking_claim = Some(ids::new_id());
         outcome = Claim::Claimed(lease.clone());
         Ok(Update::Put(lease))
     })?;
@@ -172,8 +177,9 @@ fn record_failure(
         current.last_revoke_error = Some(message.clone());
         // A revocation on request may have taken the claim over meanwhile, and it may be
         // deleting the key now, so only this revocation's own claim is released.
-        if current.revoking_since == record.revoking_since {
+        if current.revoking_claim == record.revoking_claim {
             current.revoking_since = None;
+            current.revoking_claim = None;
         }
         Ok(Update::Put(current))
     })

@@ -136,6 +136,14 @@ fn visit_lease(
             },
         );
     }
+    // A live claim that ends within the current bucket is looked at again on the next run,
+    // because filing it anew would put it in a bucket tidy is walking now.
+    if let Some(since) = record.revoking_since {
+        let claim_end = since.saturating_add(revocation::CLAIM_SECONDS);
+        if now < claim_end && due::bucket_of(claim_end) == due::bucket_of(now) {
+            return Ok(Next::Later);
+        }
+    }
     match revocation::revoke_expired(store, settings, record, now)? {
         RevokeOutcome::Revoked => report.revoked_leases += 1,
         RevokeOutcome::Skipped => {}

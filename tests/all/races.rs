@@ -253,20 +253,22 @@ async fn failed_revoke_keeps_takeover_claim() {
     let revoke = tokio::spawn(async move { revoker.try_revoke_lease(&lease_id).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Another revocation takes the claim over while the first waits for LiteLLM.
+    // Another revocation takes the claim over in the same second, while the first waits
+    // for LiteLLM.
     let mut lease = fixture.host.kv.get_json(&storage_key).expect("the lease");
-    let first_claim = lease["revoking_since"].as_u64().expect("the first claim");
-    let takeover = first_claim + 5;
-    lease["revoking_since"] = json!(takeover);
+    let first_claim = lease["revoking_claim"].clone();
+    assert!(first_claim.is_string(), "the first claim: {lease}");
+    let takeover = json!("takeover-claim");
+    lease["revoking_claim"] = takeover.clone();
     fixture.host.kv.put_text(&storage_key, &lease.to_string());
 
     let error = revoke.await.unwrap().error();
     assert!(matches!(error, Error::Upstream(_)), "revoke: {error:?}");
     let lease = fixture.host.kv.get_json(&storage_key).expect("the lease");
-    assert_eq!(
-        lease["revoking_since"],
-        json!(takeover),
-        "the takeover claim"
+    assert_eq!(lease["revoking_claim"], takeover, "the takeover claim");
+    assert!(
+        lease["revoking_since"].is_u64(),
+        "the takeover's start: {lease}"
     );
     assert_eq!(lease["revoke_attempts"], json!(1), "failed attempts");
 

@@ -3,6 +3,7 @@
 
 use litellm_secrets_tests::expect::{EngineResult, not_found, storage};
 use litellm_secrets_tests::fixture::Fixture;
+use litellm_secrets_tests::keyvalue::{Effect, Op};
 use litellm_secrets_tests::litellm_double::Reply;
 use serde_json::json;
 
@@ -258,5 +259,68 @@ async fn tidy_skips_claimed_lease_until_claim_ends() {
             .try_lookup_lease(&credential.lease_id)
             .await
             .error(),
+    );
+}
+
+/// Moves the shared clock forward to `target` seconds since the Unix epoch.
+fn advance_to(fixture: &Fixture, target: u64) {
+    let now = fixture.host.clock.now_seconds();
+    assert!(target >= now, "the clock is already past {target}");
+    fixture.host.clock.advance(target - now);
+}
+
+/// A revocation that crashed after deleting the key keeps its claim for 600 s. Tidy then
+/// finishes it on its first run after the claim ends, not one claim period later.
+#[tokio::test(flavor = "multi_thread")]
+async fn tidy_finishes_crashed_revocation() {
+    let fixture = Fixture::start().await;
+    fixture.role("dev", &["m"], "720h", "768h").await;
+    let credential = fixture.issue("dev").await;
+    let storage_key = fixture.stored("lease/").pop().expect("one lease");
+
+    // The claim starts half a minute into a bucket, so its end is too.
+    let now = fixture.host.clock.now_seconds();
+    advance_to(&fixture, (now / 60 + 1) * 60 + 30);
+    fixture
+        .host
+        .kv
+        .inject(Op::Delete, "lease/", Effect::Trap, 1);
+    let crashed = fixture.host.try_revoke_lease(&credential.lease_id).await;
+    assert!(
+        crashed.is_err(),
+        "the revocation did not crash: {crashed:?}"
+    );
+    fixture.host.kv.clear_faults();
+    assert!(
+        fixture.litellm.live_keys().is_empty(),
+        "the key outlived the revocation"
+    );
+    let lease = fixture
+        .host
+        .kv
+        .get_json(&storage_key)
+        .expect("the lease outlived the crash");
+    let claim_end = lease["revoking_since"].as_u64().expect("a claim") + 600;
+
+    advance_to(&fixture, claim_end / 60 * 60);
+    let due_entries = fixture.stored("due/").len();
+    let early = fixture.host.try_tidy().await.value();
+    assert_eq!(early.revoked_leases, 0, "tidy revoked during the claim");
+    assert!(early.complete, "tidy during the claim stopped early: {early:?}");
+    assert!(
+        fixture.stored("due/").len() <= due_entries,
+        "tidy during the claim filed the lease again"
+    );
+    assert!(
+        fixture.host.kv.get_text(&storage_key).is_some(),
+        "lease during the claim"
+    );
+
+    advance_to(&fixture, claim_end + 1);
+    let late = fixture.host.try_tidy().await.value();
+    assert_eq!(late.revoked_leases, 1, "tidy after the claim ended");
+    assert!(
+        fixture.host.kv.get_text(&storage_key).is_none(),
+        "lease after tidy"
     );
 }

@@ -155,7 +155,7 @@ pub fn component_interfaces() -> (Vec<String>, Vec<String>) {
     (imports, exports)
 }
 
-/// Path of the release component; `ENGINE_WASM` overrides it.
+/// Path of the component built with the `component` profile; `ENGINE_WASM` overrides it.
 pub fn component_path() -> PathBuf {
     if let Some(path) = std::env::var_os("ENGINE_WASM") {
         return PathBuf::from(path);
