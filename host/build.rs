@@ -68,7 +68,14 @@ fn build_component(root: &Path, target_dir: &Path) {
     let mut command = Command::new(cargo);
     command
         .current_dir(root)
-        .args(["build", "--profile", "component", "--locked", "--target", TARGET])
+        .args([
+            "build",
+            "--profile",
+            "component",
+            "--locked",
+            "--target",
+            TARGET,
+        ])
         .args(["--package", "litellm-secrets-engine"])
         .arg("--target-dir")
         .arg(target_dir);
