@@ -98,7 +98,7 @@ pub struct ServeArgs {
     pub tidy_interval: Duration,
 
     /// Maximum number of requests served at once, 1 to 2000. Each runs in its own component
-    /// instance, and further requests wait for one.
+    /// instance, and further requests wait for one. Health checks do not count.
     #[arg(long, env = "LITELLM_SECRETS_MAX_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=2_000))]
     pub max_concurrency: u32,
 

@@ -64,9 +64,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no --encryption-key: LiteLLM master keys are stored unencrypted");
     }
 
+    // One instance more for the tidy timer, and a few for health checks.
     let runtime = Runtime::new(
         &wasm,
-        args.max_concurrency + 1,
+        args.max_concurrency + 1 + server::HEALTH_INSTANCES,
         kv.clone(),
         component_settings(&args),
     )

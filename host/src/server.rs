@@ -1,6 +1,7 @@
 //! The HTTP front end: hyper on a TCP listener, one fresh component instance per request
 //! through `wasi:http/incoming-handler`. A semaphore bounds live instances to the pool's
-//! size, so extra requests wait instead of failing. Shutdown stops accepting, lets
+//! size, so extra requests wait instead of failing. Health checks have instances of their
+//! own, so a LiteLLM outage that holds every other instance does not fail liveness probes. Shutdown stops accepting, lets
 //! requests in flight finish, and waits for every instance to return.
 
 use std::convert::Infallible;
@@ -38,12 +39,19 @@ const MAX_BUFFERED_BODY_BYTES: usize = 1024 * 1024 + 1;
 /// Longest path logged per request, in bytes.
 const LOGGED_PATH_BYTES: usize = 200;
 
+/// Instances kept for `GET /v1/sys/health`, so that probes get an answer while every
+/// other instance waits on a slow LiteLLM.
+pub const HEALTH_INSTANCES: u32 = 2;
+
+const HEALTH_PATH: &str = "/v1/sys/health";
+
 /// State shared by every request handler.
 #[derive(Clone)]
 struct Shared {
     runtime: Runtime,
     address: SocketAddr,
     instances: Arc<Semaphore>,
+    health_instances: Arc<Semaphore>,
     guests: TaskTracker,
 }
 
@@ -61,6 +69,7 @@ pub async fn serve(
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
         runtime,
         instances: Arc::new(Semaphore::new(max_instances as usize)),
+        health_instances: Arc::new(Semaphore::new(HEALTH_INSTANCES as usize)),
         guests: TaskTracker::new(),
     };
     let graceful = GracefulShutdown::new();
@@ -212,7 +221,12 @@ async fn run_guest(
     shared: &Shared,
     request: hyper::Request<Full<Bytes>>,
 ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
-    let permit: OwnedSemaphorePermit = Arc::clone(&shared.instances).acquire_owned().await?;
+    let pool = if request.uri().path() == HEALTH_PATH {
+        &shared.health_instances
+    } else {
+        &shared.instances
+    };
+    let permit: OwnedSemaphorePermit = Arc::clone(pool).acquire_owned().await?;
     let (mut store, stderr) = shared.runtime.new_store();
     let incoming = store
         .data_mut()

@@ -306,7 +306,10 @@ async fn tidy_finishes_crashed_revocation() {
     let due_entries = fixture.stored("due/").len();
     let early = fixture.host.try_tidy().await.value();
     assert_eq!(early.revoked_leases, 0, "tidy revoked during the claim");
-    assert!(early.complete, "tidy during the claim stopped early: {early:?}");
+    assert!(
+        early.complete,
+        "tidy during the claim stopped early: {early:?}"
+    );
     assert!(
         fixture.stored("due/").len() <= due_entries,
         "tidy during the claim filed the lease again"

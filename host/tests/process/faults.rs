@@ -156,6 +156,61 @@ async fn shutdown_bounds_a_stuck_tidy() {
     );
 }
 
+/// Health checks have instances of their own: with the only request instance waiting on
+/// LiteLLM, a health check still gets its answer first.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_answers_while_litellm_stalls() {
+    let dir = TempDir::new("health-stall");
+    let data = dir.data_file();
+    let litellm = LiteLlmDouble::start(MASTER_KEY, Clock::new())
+        .await
+        .unwrap();
+    let args = [
+        "--data",
+        &data,
+        "--admin-token",
+        ADMIN,
+        "--max-concurrency",
+        "1",
+        "--tidy-interval",
+        "0",
+    ];
+    let host = std::sync::Arc::new(HostProcess::start(&args).unwrap());
+    host.write_config(&litellm.url(), MASTER_KEY).await;
+    let role = json!({"models": ["m"], "ttl": "1h"});
+    let reply = host
+        .admin("POST", "/v1/litellm/roles/slow", Some(&role))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let stalled = Reply::Delayed {
+        delay: Duration::from_secs(8),
+        reply: Box::new(Reply::Normal),
+    };
+    litellm.script("/key/generate", stalled);
+    let issuing = {
+        let host = host.clone();
+        tokio::spawn(async move { host.admin("GET", "/v1/litellm/creds/slow", None).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while litellm.requests_to("/key/generate").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the creds request never reached LiteLLM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let health = host.call("", "GET", "/v1/sys/health", None).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(
+        !issuing.is_finished(),
+        "the creds request finished before the health check"
+    );
+    let creds = issuing.await.unwrap();
+    assert_eq!(creds.status, 200, "{}", creds.text());
+}
+
 /// A generated token that cannot be printed is not kept: the host exits with the fix.
 #[test]
 fn unprintable_admin_token_stops_the_host() {
