@@ -285,6 +285,9 @@ fn finish(store: &Store, pending: &PendingRecord) {
 /// Deletes the key an interrupted issuance left, for tidy, which checked that no lease
 /// was written. Returns whether the pending entry is resolved; on failure the entry is
 /// kept and filed again.
+// NOTE: a key that LiteLLM creates only after this delete (a generate it processed past
+// the grace period) is not looked for again. It lives until its own expiry, the lease TTL
+// plus 60 s.
 pub fn clean_up(store: &Store, settings: &Settings, pending: &PendingRecord) -> Result<bool> {
     let deleted = config::client_for(store, settings, &pending.litellm_url)
         .and_then(|client| client.delete_alias(&pending.key_alias));

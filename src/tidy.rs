@@ -29,6 +29,8 @@ enum Next {
 }
 
 /// Runs one tidy pass at the current time.
+// NOTE: records are handled one at a time, so a LiteLLM URL that stalls delays the
+// revocations at every other URL by up to three timeouts per lease in the pass.
 pub fn run(store: &Store, settings: &Settings) -> Result<TidyReport> {
     let now = clock::now();
     let mut report = TidyReport {

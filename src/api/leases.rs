@@ -163,16 +163,23 @@ fn revoke_prefix(context: &Context<'_>, prefix: &str) -> Result<Reply> {
         lease::list(context.store, context.settings, &directory(prefix))?
     };
     let mut failures = Vec::new();
+    let mut statuses = BTreeSet::new();
     for lease_id in lease_ids {
         if let Err(error) = revocation::revoke(context.store, context.settings, &lease_id) {
             failures.push(format!("{lease_id}: {error}"));
+            statuses.insert(Reply::from_error(error).status);
         }
     }
     if failures.is_empty() {
         return Ok(Reply::no_content());
     }
+    // Failures with one cause keep its status, such as 504 when every delete timed out.
+    let status = match statuses.len() {
+        1 => statuses.into_iter().next().unwrap_or(502),
+        _ => 502,
+    };
     Ok(Reply {
-        status: 502,
+        status,
         body: json!({ "errors": failures }),
     })
 }

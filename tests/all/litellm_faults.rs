@@ -448,6 +448,50 @@ async fn generate_with_foreign_token_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn revoke_prefix_keeps_the_cause_status() {
+    let mut bench = Bench::start().await;
+    bench.issue().await;
+    bench.issue().await;
+    let path = format!("/v1/sys/leases/revoke-prefix/litellm/creds/{ROLE}");
+
+    bench
+        .proxy
+        .inject("/key/delete", Fault::Stall { forward: false }, FAULT_TIMES);
+    let reply = bench.call("PUT", &path, None).await;
+    assert_eq!(
+        reply.status,
+        504,
+        "every delete timed out: {}",
+        reply.text()
+    );
+    let errors = reply.errors();
+    assert_eq!(errors.len(), 2, "one error per lease: {errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|error| error.contains("did not respond in time")),
+        "errors: {errors:?}"
+    );
+    assert_eq!(
+        bench.fixture.stored("lease/").len(),
+        2,
+        "leases after the timeouts"
+    );
+
+    bench.proxy.heal().await.expect("healing the proxy");
+    let reply = bench.call("PUT", &path, None).await;
+    assert_eq!(reply.status, 204, "after healing: {}", reply.text());
+    assert!(
+        bench.live_key_hashes().is_empty(),
+        "keys after revoke-prefix"
+    );
+    assert!(
+        bench.fixture.stored("lease/").is_empty(),
+        "leases after revoke-prefix"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn transient_faults_are_retried() {
     let mut bench = Bench::start().await;
     let lease_id = lease_id_of(&bench.issue().await);
