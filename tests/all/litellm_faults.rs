@@ -261,10 +261,10 @@ fn lease_id_of(reply: &ApiReply) -> String {
         .to_owned()
 }
 
-fn break_litellm(bench: &Bench, route: &str, fault: Option<Fault>) {
+async fn break_litellm(bench: &Bench, route: &str, fault: Option<Fault>) {
     match fault {
         Some(fault) => bench.proxy.inject(route, fault, FAULT_TIMES),
-        None => bench.proxy.refuse_connections(),
+        None => bench.proxy.refuse_connections().await,
     }
 }
 
@@ -288,7 +288,7 @@ async fn run_case(operation: Operation, case: Case) -> String {
     let lease_before = bench.fixture.host.kv.get_text(&lease_key);
     let stored_before = bench.fixture.host.kv.snapshot();
 
-    break_litellm(&bench, operation.route(), case.fault);
+    break_litellm(&bench, operation.route(), case.fault).await;
     let reply = bench.perform(operation, &lease_id).await;
     assert_eq!(
         reply.status,

@@ -172,9 +172,13 @@ impl FaultProxy {
     }
 
     /// Closes the listening socket, so connections are refused as when LiteLLM is down.
-    pub fn refuse_connections(&self) {
-        if let Some(task) = self.lock_accept().take() {
+    /// Returns once the socket is closed.
+    pub async fn refuse_connections(&self) {
+        let task = self.lock_accept().take();
+        if let Some(task) = task {
             task.abort();
+            // The aborted task drops the listener when it ends.
+            let _ = task.await;
         }
     }
 
@@ -203,12 +207,13 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.refuse_connections();
+        if let Some(task) = self.lock_accept().take() {
+            task.abort();
+        }
     }
 }
 
-/// Binds `address` again. The aborted accept task drops its listener asynchronously, so
-/// the first attempts may find the port still taken.
+/// Binds `address` again, retrying while the port is still taken.
 async fn bind_again(address: SocketAddr) -> anyhow::Result<TcpListener> {
     let mut last_error = None;
     for _ in 0..50 {
