@@ -16,6 +16,11 @@ const IDEMPOTENT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it grows fourfold per attempt.
 const FIRST_BACKOFF_MILLIS: u64 = 200;
 
+/// Longest `Retry-After` a request waits for before its next attempt, in seconds. A longer
+/// one ends the request with the error, so a client never waits on LiteLLM's rate limit
+/// for long.
+const MAX_RETRY_AFTER_SECONDS: u64 = 5;
+
 /// LiteLLM's message when none of the keys in a delete request exist.
 const NO_KEYS_FOUND: &str = "No keys found";
 
@@ -56,6 +61,8 @@ struct CallError {
     may_have_acted: bool,
     may_be_in_flight: bool,
     retryable: bool,
+    /// The seconds LiteLLM asked to wait before a retry (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 /// A LiteLLM proxy and the master key to manage its keys with. It has no `Debug`, so the
@@ -107,8 +114,11 @@ impl Client {
     /// Creates a key from the `/key/generate` request body `spec`.
     pub fn generate(&self, spec: &Value) -> Result<NewKey, GenerateError> {
         let body = spec.to_string();
+        // LiteLLM acts on nothing it rate-limits, so only a 429 is retried here.
         let response = self
-            .call(Verb::Post, "/key/generate", Some(body.as_bytes()))
+            .call_retrying("/key/generate", &body, |failure| {
+                failure.status == Some(429)
+            })
             .map_err(|failure| GenerateError {
                 error: failure.error,
                 key_may_exist: failure.may_have_acted,
@@ -171,17 +181,36 @@ impl Client {
     }
 
     fn call_with_retries(&self, route: &str, body: &str) -> Result<Response, CallError> {
+        self.call_retrying(route, body, |failure| failure.retryable)
+    }
+
+    /// Posts `body` to `route`, and again after a pause while `retry` accepts the failure,
+    /// up to [`IDEMPOTENT_ATTEMPTS`] attempts. The pause is LiteLLM's `Retry-After` when it
+    /// gives one, or a backoff from [`FIRST_BACKOFF_MILLIS`].
+    fn call_retrying(
+        &self,
+        route: &str,
+        body: &str,
+        retry: impl Fn(&CallError) -> bool,
+    ) -> Result<Response, CallError> {
         let mut backoff = FIRST_BACKOFF_MILLIS;
         let mut attempt = 1;
         loop {
-            match self.call(Verb::Post, route, Some(body.as_bytes())) {
-                Err(failure) if failure.retryable && attempt < IDEMPOTENT_ATTEMPTS => {
-                    clock::sleep_millis(backoff);
-                    backoff *= 4;
-                    attempt += 1;
-                }
-                result => return result,
+            let failure = match self.call(Verb::Post, route, Some(body.as_bytes())) {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            if attempt >= IDEMPOTENT_ATTEMPTS || !retry(&failure) {
+                return Err(failure);
             }
+            let pause = match failure.retry_after {
+                Some(seconds) if seconds > MAX_RETRY_AFTER_SECONDS => return Err(failure),
+                Some(seconds) => (seconds * 1000).max(backoff),
+                None => backoff,
+            };
+            clock::sleep_millis(pause);
+            backoff *= 4;
+            attempt += 1;
         }
     }
 
@@ -232,6 +261,7 @@ impl Client {
             may_have_acted,
             may_be_in_flight,
             retryable: !denied,
+            retry_after: None,
         }
     }
 
@@ -260,6 +290,12 @@ impl Client {
                 self.url
             ),
         };
+        let message = match response.retry_after {
+            Some(seconds) if status == 429 => {
+                format!("{message}; LiteLLM asked to retry after {seconds}s")
+            }
+            _ => message,
+        };
         CallError {
             error: Error::upstream(Some(status), message),
             status: Some(status),
@@ -268,6 +304,7 @@ impl Client {
             // A redirect comes from something other than LiteLLM, which acted on nothing.
             may_have_acted: status >= 500,
             retryable: status >= 500 || status == 429,
+            retry_after: response.retry_after,
         }
     }
 

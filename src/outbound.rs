@@ -36,6 +36,8 @@ pub struct Response {
     pub status: u16,
     /// The `location` header, for redirects.
     pub location: Option<String>,
+    /// The `retry-after` header in seconds, when it is given as a number.
+    pub retry_after: Option<u64>,
     /// The response body.
     pub body: Vec<u8>,
 }
@@ -183,6 +185,12 @@ fn read_response(
         .first()
         .map(|value| String::from_utf8_lossy(value).into_owned());
 
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .first()
+        .and_then(|value| std::str::from_utf8(value).ok()?.trim().parse().ok());
+
     let incoming_body = response
         .consume()
         .map_err(|()| Failure::Broken("the response body was already taken".to_owned()))?;
@@ -216,6 +224,7 @@ fn read_response(
     Ok(Response {
         status,
         location,
+        retry_after,
         body,
     })
 }

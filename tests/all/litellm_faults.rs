@@ -492,6 +492,56 @@ async fn revoke_prefix_keeps_the_cause_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_follow_retry_after() {
+    let mut bench = Bench::start().await;
+    let attempts = |bench: &Bench, route: &str| {
+        bench
+            .proxy
+            .exchanges()
+            .iter()
+            .filter(|exchange| exchange.path == route)
+            .count()
+    };
+
+    bench
+        .proxy
+        .inject("/key/generate", Fault::RateLimited { retry_after: 1 }, 1);
+    let issued = bench.issue().await;
+    assert_eq!(issued.status, 200, "issue after one 429: {}", issued.text());
+    assert_eq!(attempts(&bench, "/key/generate"), 2, "generate attempts");
+    let lease_id = lease_id_of(&issued);
+
+    bench
+        .proxy
+        .inject("/key/update", Fault::RateLimited { retry_after: 60 }, 1);
+    let reply = bench.renew(&lease_id).await;
+    assert_eq!(
+        reply.status,
+        502,
+        "renew after a 429 for 60 s: {}",
+        reply.text()
+    );
+    let message = reply.errors().join("; ");
+    assert!(
+        message.contains("returned HTTP 429") && message.contains("retry after 60s"),
+        "message: {message}"
+    );
+    assert_eq!(
+        attempts(&bench, "/key/update"),
+        1,
+        "no retry within the request"
+    );
+
+    bench
+        .proxy
+        .inject("/key/delete", Fault::RateLimited { retry_after: 1 }, 1);
+    let reply = bench.revoke(&lease_id).await;
+    assert_eq!(reply.status, 204, "revoke after one 429: {}", reply.text());
+    assert_eq!(attempts(&bench, "/key/delete"), 2, "delete attempts");
+    assert!(bench.live_key_hashes().is_empty(), "keys after the revoke");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn transient_faults_are_retried() {
     let mut bench = Bench::start().await;
     let lease_id = lease_id_of(&bench.issue().await);

@@ -51,6 +51,9 @@ pub enum Fault {
     /// LiteLLM's JSON response is sent with its `token` and `token_id` replaced by the
     /// hash of another key.
     ForeignToken,
+    /// The proxy answers 429 with `Retry-After: retry_after`; LiteLLM never sees the
+    /// request.
+    RateLimited { retry_after: u64 },
 }
 
 impl Fault {
@@ -61,7 +64,7 @@ impl Fault {
             | Self::Stall { forward }
             | Self::Status { forward, .. }
             | Self::NotJson { forward } => forward,
-            Self::Redirect => false,
+            Self::Redirect | Self::RateLimited { .. } => false,
             Self::Truncated | Self::SlowBody | Self::Endless | Self::ForeignToken => true,
         }
     }
@@ -343,6 +346,13 @@ async fn broken_response(
         Fault::ForeignToken => {
             let (status, body) = upstream_parts(upstream).await;
             foreign_token_response(status, &body)
+        }
+        Fault::RateLimited { retry_after } => {
+            let mut response = proxy_error(429, "rate limit reached");
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after.into());
+            response
         }
     }
 }
