@@ -16,9 +16,9 @@ const IDEMPOTENT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; it grows fourfold per attempt.
 const FIRST_BACKOFF_MILLIS: u64 = 200;
 
-/// Longest `Retry-After` a request waits for before its next attempt, in seconds. A longer
-/// one ends the request with the error, so a client never waits on LiteLLM's rate limit
-/// for long.
+/// Maximum `Retry-After` a request waits for before its next attempt, in seconds. A
+/// longer one ends the request with the error, so rate-limit pauses add at most
+/// 2 × 5 s to a request.
 const MAX_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// LiteLLM's message when none of the keys in a delete request exist.

@@ -132,7 +132,7 @@ impl Store {
     }
 
     /// The compare-and-swap loop of [`Store::update`] on raw bytes. It is not generic, so
-    /// the component holds one copy of it rather than one per record type.
+    /// the component contains one copy of it rather than one per record type.
     fn swap_bytes(
         &self,
         key: &str,

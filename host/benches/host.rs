@@ -372,27 +372,8 @@ async fn compare_hosts(
             on_full.push(full_time);
         }
     }
-    println!(
-        "{store}, 0 leases: p50 {}, p99 {}",
-        ms(on_empty.p50()),
-        ms(on_empty.p99())
-    );
-    println!(
-        "{store}, {leases} leases: p50 {}, p99 {}",
-        ms(on_full.p50()),
-        ms(on_full.p99())
-    );
-    let ratio = on_full.p50().as_secs_f64() / on_empty.p50().as_secs_f64();
-    goals.add(
-        &format!("creds p50 through the host with {leases} ÷ with 0 outstanding leases, {store}"),
-        format!(
-            "{ratio:.2} ({} vs {})",
-            ms(on_full.p50()),
-            ms(on_empty.p50())
-        ),
-        "≤ 1.10",
-        ratio <= 1.10,
-    );
+    let label = format!("through the host, {store}");
+    measure::report_outstanding_leases(goals, &label, leases, &on_empty, &on_full);
 }
 
 /// Writes `entries` into a new redb file at `path` in the host's layout, in one

@@ -1,7 +1,7 @@
 //! The HTTP front end: hyper on a TCP listener, one fresh component instance per request
 //! through `wasi:http/incoming-handler`. A semaphore bounds live instances to the pool's
 //! size, so extra requests wait instead of failing. Health checks have instances of their
-//! own, so a LiteLLM outage that holds every other instance does not fail liveness probes. Shutdown stops accepting, lets
+//! own, so a LiteLLM outage that keeps every other instance busy does not fail liveness probes. Shutdown stops accepting, lets
 //! requests in flight finish, and waits for every instance to return.
 
 use std::convert::Infallible;

@@ -298,10 +298,10 @@ fn check_outcome(
     }
 }
 
-fn check_no_secret(text: &str, what: &str, case: &str) {
+fn check_no_secret(text: &str, source: &str, case: &str) {
     assert!(
         !text.contains(SECRET_PREFIX),
-        "{case}: {what} contains a key starting with {SECRET_PREFIX:?}: {text}"
+        "{case}: {source} contains a key starting with {SECRET_PREFIX:?}"
     );
 }
 

@@ -605,27 +605,7 @@ async fn outstanding_leases(goals: &mut Goals, fleet: &mut Fleet) {
     forget_store_log(&empty.host);
     forget_store_log(&fleet.host);
 
-    println!(
-        "0 leases: p50 {}, p99 {}",
-        ms(on_empty.p50()),
-        ms(on_empty.p99())
-    );
-    println!(
-        "{stored} leases: p50 {}, p99 {}",
-        ms(on_full.p50()),
-        ms(on_full.p99())
-    );
-    let ratio = on_full.p50().as_secs_f64() / on_empty.p50().as_secs_f64();
-    goals.add(
-        &format!("creds p50 with {stored} ÷ with 0 outstanding leases (in-memory store)"),
-        format!(
-            "{ratio:.2} ({} vs {})",
-            ms(on_full.p50()),
-            ms(on_empty.p50())
-        ),
-        "≤ 1.10",
-        ratio <= 1.10,
-    );
+    measure::report_outstanding_leases(goals, "in-memory store", stored, &on_empty, &on_full);
 }
 
 async fn timed_creds(host: &TestHost) -> Duration {

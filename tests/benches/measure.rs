@@ -89,6 +89,38 @@ fn count_processes(name: &str) -> usize {
         .count()
 }
 
+/// Prints the creds quantiles with an empty and with a full store, and adds the goal on
+/// their p50 ratio. `store` names the store in the goal's line.
+pub fn report_outstanding_leases(
+    goals: &mut Goals,
+    store: &str,
+    leases: usize,
+    on_empty: &Samples,
+    on_full: &Samples,
+) {
+    println!(
+        "0 leases: p50 {}, p99 {}",
+        ms(on_empty.p50()),
+        ms(on_empty.p99())
+    );
+    println!(
+        "{leases} leases: p50 {}, p99 {}",
+        ms(on_full.p50()),
+        ms(on_full.p99())
+    );
+    let ratio = on_full.p50().as_secs_f64() / on_empty.p50().as_secs_f64();
+    goals.add(
+        &format!("creds p50 with {leases} ÷ with 0 outstanding leases ({store})"),
+        format!(
+            "{ratio:.2} ({} vs {})",
+            ms(on_full.p50()),
+            ms(on_empty.p50())
+        ),
+        "≤ 1.10",
+        ratio <= 1.10,
+    );
+}
+
 /// Formats a duration in milliseconds with three decimals.
 pub fn ms(duration: Duration) -> String {
     format!("{:.3} ms", duration.as_secs_f64() * 1000.0)

@@ -34,12 +34,12 @@ pub enum Fault {
     Reset { forward: bool },
     /// No response ever starts. With `forward`, LiteLLM got the request.
     Stall { forward: bool },
-    /// The proxy answers `status` with a JSON error body. With `forward`, LiteLLM got the
+    /// The proxy returns `status` with a JSON error body. With `forward`, LiteLLM got the
     /// request and its answer is dropped, as a gateway that timed out upstream does.
     Status { status: u16, forward: bool },
-    /// The proxy answers 200 with an HTML page. With `forward`, LiteLLM got the request.
+    /// The proxy returns 200 with an HTML page. With `forward`, LiteLLM got the request.
     NotJson { forward: bool },
-    /// The proxy answers 307 to another address; LiteLLM never sees the request.
+    /// The proxy returns 307 to another address, and LiteLLM never receives the request.
     Redirect,
     /// LiteLLM's response is sent with its full Content-Length but only half of its body,
     /// then the connection closes.
@@ -51,8 +51,8 @@ pub enum Fault {
     /// LiteLLM's JSON response is sent with its `token` and `token_id` replaced by the
     /// hash of another key.
     ForeignToken,
-    /// The proxy answers 429 with `Retry-After: retry_after`; LiteLLM never sees the
-    /// request.
+    /// The proxy returns 429 with `Retry-After: retry_after`, and LiteLLM never receives
+    /// the request.
     RateLimited { retry_after: u64 },
 }
 
@@ -374,7 +374,7 @@ fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// A JSON error body in LiteLLM's `{"error": {"message": ...}}` shape.
+/// Builds a JSON error response in LiteLLM's `{"error": {"message": ...}}` shape.
 fn proxy_error(status: u16, message: &str) -> http::Response<ProxyBody> {
     let body = serde_json::json!({"error": {"message": message, "type": "fault_proxy"}});
     http::Response::builder()
@@ -384,8 +384,8 @@ fn proxy_error(status: u16, message: &str) -> http::Response<ProxyBody> {
         .expect("valid response")
 }
 
-/// A response that announces `content_length` bytes, sends `sent` and then fails, so the
-/// server closes the connection mid-body.
+/// Builds a response that announces `content_length` bytes, sends `sent` and then fails,
+/// so the server closes the connection mid-body.
 fn failing_body_response(
     status: http::StatusCode,
     sent: Bytes,
